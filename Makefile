@@ -1,0 +1,118 @@
+# altmoe build. `make` builds build/altmoe; `make test` runs the unit and end-to-end tests;
+# `make asan` runs the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Sources are found by wildcard, so a new .c file in a module folder needs no Makefile change.
+
+CC      ?= gcc
+CXX     ?= g++
+PYTHON  := /usr/bin/python3
+BUILD   ?= build
+OPT     ?= -O2
+
+WARN    := -std=c11 -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+           -Wmissing-prototypes -Wdouble-promotion -Werror
+CXXWARN := -std=c++17 -Wall -Wextra -Werror
+INCS    := -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CFLAGS  += $(OPT) -g $(WARN) -D_GNU_SOURCE $(INCS) $(SAN)
+CXXFLAGS+= $(OPT) -g $(CXXWARN) $(INCS) -fopenmp $(SAN)
+LDLIBS  := -lmicrohttpd -lcjson -llmdb -lfaiss -lopenblas -lcmocka -lgomp -lpthread -lm
+LDFLAGS += $(SAN)
+
+# Debian bookworm packages for the build, the tests and the demo.
+DEB_PKGS := gcc g++ make pkg-config clang libmicrohttpd-dev libcjson-dev liblmdb-dev \
+            libfaiss-dev libopenblas-dev libcmocka-dev python3-numpy python3-pytest curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+LIB_DIRS := core index api config server
+LIB_C    := $(filter-out server/main.c,$(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+LIB_CXX  := $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.cpp))
+LIB_OBJ  := $(LIB_C:%.c=$(BUILD)/obj/%.o) $(LIB_CXX:%.cpp=$(BUILD)/obj/%.o)
+LIB      := $(BUILD)/libaltmoe.a
+BIN      := $(BUILD)/altmoe
+
+TEST_SRC := $(wildcard tests/unit/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory $(BIN)
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/server/main.o $(LIB)
+	$(CXX) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -o $@.o -c $<
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(LIB) $(LDLIBS)
+
+unit: $(TEST_BIN) $(BIN)
+	@set -e; for t in $(TEST_BIN); do echo "== $$t"; $$t; done
+
+e2e: $(BIN)
+	@if ls tests/e2e/test_*.py >/dev/null 2>&1; then \
+	  ALTMOE_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q tests/e2e; fi
+
+test: deps
+	@$(MAKE) --no-print-directory unit e2e
+
+# The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate build tree.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+
+# libFuzzer targets: tests/fuzz/fuzz_NAME.c with its seed corpus in tests/fuzz/corpus/NAME/ and
+# an optional dictionary tests/fuzz/NAME.dict. `make fuzz-replay` runs every corpus once (CI);
+# `make fuzz FUZZ_SECONDS=600` fuzzes each target for that long.
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BUILD   := build/fuzz
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(FUZZ_BUILD)/%)
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+
+fuzz-build: deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang CXX=clang++ OPT=-O1 \
+	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_BIN)
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS) -lstdc++
+
+fuzz-replay: fuzz-build
+	@set -e; for f in $(FUZZ_BIN); do n=$${f##*/fuzz_}; \
+	  echo "== replay $$n"; $$f -runs=0 tests/fuzz/corpus/$$n; done
+
+fuzz: fuzz-build
+	@set -e; for f in $(FUZZ_BIN); do n=$${f##*/fuzz_}; d=tests/fuzz/$$n.dict; \
+	  mkdir -p build/fuzz-corpus/$$n; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) $$( [ -f $$d ] && echo -dict=$$d ) \
+	    build/fuzz-corpus/$$n tests/fuzz/corpus/$$n; done
+
+bench: all
+	@if [ -x bench/run ]; then bench/run; else echo "bench: no benchmarks yet"; fi
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
