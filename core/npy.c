@@ -156,8 +156,10 @@ static amc_status parse_string(header_cursor *c, char *out, size_t out_size, con
     char quote = c->text[c->pos++];
     size_t start = c->pos;
     while (c->pos < c->len && c->text[c->pos] != quote) {
-        if (c->text[c->pos] == '\\' || c->text[c->pos] == '\n')
-            return header_error(c, "a plain quoted string");
+        if (c->text[c->pos] == '\\')
+            return header_error(c, "a quoted string without escapes");
+        if (c->text[c->pos] == '\n')
+            return header_error(c, "a closing quote");
         c->pos++;
     }
     if (c->pos >= c->len)
