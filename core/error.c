@@ -28,7 +28,11 @@ amc_status amc_error_prefix(amc_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    /* Join in a buffer that always fits, then cut to the message size. */
+    char joined[2 * AMC_ERROR_MSG_MAX + 2];
+    snprintf(joined, sizeof joined, "%s: %s", prefix, old);
+    memcpy(err->msg, joined, sizeof err->msg - 1);
+    err->msg[sizeof err->msg - 1] = '\0';
     return err->code;
 }
 
