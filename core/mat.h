@@ -36,4 +36,39 @@ void amc_mean_tokens(float *out, const float *x, int n, int seq, int C);
  * [N] (may be NULL). A row of norm below 1e-12 is divided by 1e-12, as torch's F.normalize does. */
 void amc_l2_normalise_rows(float *x, float *norms, int N, int C);
 
+/* ---------------------------------------------------------------- backward kernels
+ * Each pairs with the forward kernel of the same name. Gradients of parameters accumulate (+=)
+ * into their buffers; the gradient of an input is written, or added when the function says so. */
+
+/* Backward of amc_linear_forward for x [N, n_in], w [n_out, n_in] and the upstream gradient
+ * dy [N, n_out]: dw [n_out, n_in] += dy^T x; db [n_out] += column sums of dy (db may be NULL);
+ * dx [N, n_in] = dy w, or += when accumulate_dx is non-zero (dx may be NULL to skip it). */
+void amc_linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                         const float *w, int N, int n_in, int n_out, int accumulate_dx);
+
+/* dx[i] = dy[i] * GELU'(x[i]) with GELU'(x) = Phi(x) + x phi(x); dx may equal dy. */
+void amc_gelu_backward(float *dx, const float *dy, const float *x, size_t n);
+
+/* Backward of amc_layernorm_forward over x [N, C] with the saved mean [N] and rstd [N]:
+ * dx [N, C] = the input gradient (written), dw [C] += sum over rows of dy * xhat, db [C] += sum
+ * of dy. */
+void amc_layernorm_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *mean, const float *rstd, const float *w, int N, int C);
+
+/* Backward of amc_softmax_rows given its output p [N, C]: dx = p * (dy - sum_j dy_j p_j), per
+ * row; dx may equal dy. */
+void amc_softmax_backward(float *dx, const float *dy, const float *p, int N, int C);
+
+/* Backward of amc_mean_tokens: dx [n * seq, C] = dy [n, C] / seq for every token of the item. */
+void amc_mean_tokens_backward(float *dx, const float *dy, int n, int seq, int C);
+
+/* Backward of amc_l2_normalise_rows given the normalised rows y [N, C] and the norms [N] it
+ * returned: dx = (dy - y (y . dy)) / norm, or dy / 1e-12 for a row whose norm was below 1e-12
+ * (there the forward is a plain scale). dx may equal dy. */
+void amc_l2_normalise_backward(float *dx, const float *dy, const float *y, const float *norms,
+                               int N, int C);
+
+/* Backward of a dropout mask applied as x *= mask: dx = dy * mask; dx may equal dy. */
+void amc_dropout_backward(float *dx, const float *dy, const float *mask, size_t n);
+
 #endif
