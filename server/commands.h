@@ -7,5 +7,7 @@
 int ams_cmd_init(int argc, char **argv);
 int ams_cmd_model(int argc, char **argv);
 int ams_cmd_project(int argc, char **argv);
+int ams_cmd_train(int argc, char **argv);
+int ams_cmd_eval(int argc, char **argv);
 
 #endif

@@ -14,6 +14,8 @@ static const ams_command commands[] = {
     {"init", ams_cmd_init, "create a randomly initialised connector model file"},
     {"model", ams_cmd_model, "inspect a model file (model info FILE)"},
     {"project", ams_cmd_project, "project embeddings from a .npy file through a connector"},
+    {"train", ams_cmd_train, "train a connector on aligned .npy embeddings"},
+    {"eval", ams_cmd_eval, "print a model's retrieval recall on aligned .npy embeddings"},
 };
 
 static void print_usage(FILE *out)
