@@ -56,6 +56,9 @@ $(BUILD)/obj/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXFLAGS) -MMD -MP -c $< -o $@
 
+# The optimiser's element-wise update vectorises only at -O3 and without errno from sqrtf.
+$(BUILD)/obj/core/optim.o: CFLAGS += -O3 -fno-math-errno
+
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
