@@ -274,3 +274,22 @@ amc_status amc_preprocess_from_json(amc_preprocess *pre, const amc_config *cfg,
         amc_preprocess_free(pre);
     return rc;
 }
+
+amc_status amc_preprocess_from_training(amc_preprocess *pre, const amc_config *cfg,
+                                        const char *training_json, amc_error *err)
+{
+    memset(pre, 0, sizeof *pre);
+    if (training_json == NULL)
+        return AMC_OK;
+    cJSON *root = cJSON_Parse(training_json);
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "preprocess");
+    amc_status rc = AMC_OK;
+    if (obj != NULL) {
+        char *text = cJSON_PrintUnformatted(obj);
+        rc = text ? amc_preprocess_from_json(pre, cfg, text, err)
+                  : amc_error_set(err, AMC_ENOMEM, "preprocess: out of memory");
+        free(text);
+    }
+    cJSON_Delete(root);
+    return rc;
+}

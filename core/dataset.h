@@ -59,6 +59,12 @@ char *amc_preprocess_to_json(const amc_preprocess *pre, const amc_config *cfg);
 amc_status amc_preprocess_from_json(amc_preprocess *pre, const amc_config *cfg,
                                     const char *json, amc_error *err);
 
+/* Reads the preprocessing stored in a model's training summary (the "preprocess" member of the
+ * JSON that amc_model_load() returns). training_json NULL or without that member gives a
+ * disabled pre. */
+amc_status amc_preprocess_from_training(amc_preprocess *pre, const amc_config *cfg,
+                                        const char *training_json, amc_error *err);
+
 void amc_preprocess_free(amc_preprocess *pre);
 
 #endif

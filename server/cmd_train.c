@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
 #include "core/connector.h"
 #include "core/dataset.h"
 #include "core/model_io.h"
@@ -88,26 +86,6 @@ static char *read_text_file(const char *path)
     fclose(f);
     buf[len] = '\0';
     return buf;
-}
-
-/* The "preprocess" object inside a model's training summary, or none. */
-static amc_status model_preprocess(const amc_connector *conn, const char *training,
-                                   amc_preprocess *pre, amc_error *err)
-{
-    memset(pre, 0, sizeof *pre);
-    if (training == NULL)
-        return AMC_OK;
-    cJSON *root = cJSON_Parse(training);
-    cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "preprocess");
-    amc_status rc = AMC_OK;
-    if (obj != NULL) {
-        char *text = cJSON_PrintUnformatted(obj);
-        rc = text ? amc_preprocess_from_json(pre, &conn->cfg, text, err)
-                  : amc_error_set(err, AMC_ENOMEM, "out of memory");
-        free(text);
-    }
-    cJSON_Delete(root);
-    return rc;
 }
 
 /* ---------------------------------------------------------------- train */
@@ -524,7 +502,7 @@ int ams_cmd_eval(int argc, char **argv)
     amc_error err = {0};
     amc_status rc = amc_model_load(model, &conn, &training, &err);
     if (rc == AMC_OK)
-        rc = model_preprocess(conn, training, &pre, &err);
+        rc = amc_preprocess_from_training(&pre, &conn->cfg, training, &err);
     if (rc == AMC_OK)
         rc = load_pairs(&data, &conn->cfg, &pairs, &err);
     if (rc == AMC_OK) {

@@ -57,6 +57,18 @@ def test_train_then_eval(data):
     # 400 pairs, chance R@10 = 2.5 %: the trained connector is far above it
     assert ev["mean_recall"] > 0.3
 
+    # altmoe project applies the stored preprocessing as eval does: the same recall from its
+    # query and item vectors
+    q, g = tmp / "q.npy", tmp / "g.npy"
+    run("project", "--model", str(out), "--from", "image", "--to", "text", "--in",
+        str(paths["image"]), "--out", str(q))
+    run("project", "--model", str(out), "--from", "text", "--space", "target", "--in",
+        str(paths["text"]), "--out", str(g))
+    s = np.load(q) @ np.load(g).T
+    rank = (s > np.diag(s)[:, None]).sum(1)
+    got = [float((rank < k).mean()) for k in (1, 5, 10)]
+    assert got == pytest.approx(dirs["image->text"]["contrastive"], abs=0.006)
+
     info = run("model", "info", str(out)).stdout
     assert '"schedule":"alternating"' in info and '"preprocess"' in info
 
