@@ -655,7 +655,7 @@ amc_status amc_train(amc_connector *conn, const amc_pairs *train, const amc_pair
     /* epochs of steps; a new permutation at the start of each epoch */
     t.t_start = t.t_interval = now_seconds();
     t.run_start_step = t.st.step;
-    int stop = 0;
+    int stop = opts->patience > 0 && t.st.bad_epochs >= opts->patience;  /* resumed a stopped run */
     while (rc == AMC_OK && !stop && t.st.epoch < opts->epochs) {
         if (opts->max_steps > 0 && t.st.step >= opts->max_steps) {
             result->reached_max_steps = 1;

@@ -174,8 +174,8 @@ static int parse_long(const char *s, long long lo, long long hi, long long *out)
     return 1;
 }
 
-/* Handles one option; returns 0 on a bad value (after printing why). */
-static int train_option(train_args *a, int opt, const char *arg)
+/* Handles option --name; returns 0 on an invalid value, after printing which. */
+static int train_option(train_args *a, int opt, const char *name, const char *arg)
 {
     amc_train_opts *o = &a->opts;
     long long v = 0;
@@ -237,7 +237,7 @@ static int train_option(train_args *a, int opt, const char *arg)
     default: ok = 0; break;
     }
     if (!ok)
-        fprintf(stderr, "altmoe train: bad value '%s' for an option; see altmoe train --help\n",
+        fprintf(stderr, "altmoe train: --%s '%s' is invalid; see altmoe train --help\n", name,
                 arg ? arg : "");
     return ok;
 }
@@ -425,16 +425,16 @@ done:
 int ams_cmd_train(int argc, char **argv)
 {
     train_args a = {.val_fraction = 0.1, .preprocess = 1, .opts = amc_train_opts_default()};
-    int opt, status = 2;
+    int opt, index = 0, status = 2;
 
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", train_options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "", train_options, &index)) != -1) {
         if (opt == OPT_HELP) {
             train_usage(stdout);
             status = 0;
             goto done;
         }
-        if (opt == '?' || !train_option(&a, opt, optarg))
+        if (opt == '?' || !train_option(&a, opt, train_options[index].name, optarg))
             goto done;
     }
     if (optind != argc || a.out == NULL || a.data.count == 0 ||
