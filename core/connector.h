@@ -142,7 +142,7 @@ const amc_tensor_info *amc_connector_tensor(const amc_connector *conn, const cha
  * beta 0. Deterministic for a given seed. */
 void amc_connector_init(amc_connector *conn, uint64_t seed);
 
-/* Hex SHA-like fingerprint of the config and weights (FNV-1a 64 over both), written to out[17].
+/* Hex fingerprint of the config and weights (FNV-1a 64 over both), written to out[17].
  * Stores record it so that a changed connector is detected. */
 void amc_connector_fingerprint(const amc_connector *conn, char out[17]);
 

@@ -22,15 +22,13 @@ amc_status amc_error_prefix(amc_error *err, const char *fmt, ...)
     if (err == NULL)
         return AMC_EINTERNAL;
     char prefix[AMC_ERROR_MSG_MAX];
-    char old[AMC_ERROR_MSG_MAX];
+    char joined[2 * AMC_ERROR_MSG_MAX + 2];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
-    /* Join in a buffer that always fits, then cut to the message size. */
-    char joined[2 * AMC_ERROR_MSG_MAX + 2];
-    snprintf(joined, sizeof joined, "%s: %s", prefix, old);
+    snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg);
+    /* Keep the head of the joined message when it no longer fits. */
     memcpy(err->msg, joined, sizeof err->msg - 1);
     err->msg[sizeof err->msg - 1] = '\0';
     return err->code;
