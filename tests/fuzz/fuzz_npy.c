@@ -22,7 +22,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    /* Touch every element, so ASan sees any read past the copied data. */
+    /* Touch every element, so ASan reports any read past the copied data. */
     int64_t n = amc_npy_rows(&npy) * amc_npy_row_len(&npy);
     if (npy.ndim != 2 && npy.ndim != 3)
         abort();

@@ -422,9 +422,9 @@ static void header_length_checked(void **state)
     check_bad_image(buf, len, "length zero", "too short for a JSON object");
     buf[0] = 2;
     buf[3] = 0x10;    /* about 268 MB */
-    check_bad_image(buf, len, "length over cap", "exceeds the 104857600-byte limit");
+    check_bad_image(buf, len, "length over cap", "exceeds the 100000000-byte limit");
     memset(buf, 0xff, 8);
-    check_bad_image(buf, len, "length all ones", "exceeds the 104857600-byte limit");
+    check_bad_image(buf, len, "length all ones", "exceeds the 100000000-byte limit");
     free(buf);
 }
 
