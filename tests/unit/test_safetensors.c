@@ -407,7 +407,8 @@ static void truncated_file_rejected(void **state)
     check_bad_image(buf, 0, "empty", "truncated: 0 bytes");
     check_bad_image(buf, 7, "7 bytes", "truncated: 7 bytes");
     check_bad_image(buf, 20, "cut in the header", "runs past the end of the 20-byte file");
-    check_bad_image(buf, len - 1, "cut in the data", "tensor 'w': data_offsets [0, 4] out of range");
+    check_bad_image(buf, len - 1, "cut in the data",
+                    "tensor 'w': data_offsets [0, 4] out of range");
     free(buf);
 }
 
