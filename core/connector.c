@@ -433,6 +433,14 @@ void amc_connector_free(amc_connector *conn)
     free(conn);
 }
 
+size_t amc_connector_param_count(const amc_connector *conn)
+{
+    size_t total = 0;
+    for (int i = 0; i < conn->n_tensors; i++)
+        total += conn->tensors[i].numel;
+    return total;
+}
+
 const amc_tensor_info *amc_connector_tensor(const amc_connector *conn, const char *name)
 {
     for (int i = 0; i < conn->n_tensors; i++)

@@ -26,7 +26,7 @@ void amc_layernorm_forward(float *out, float *mean, float *rstd, const float *x,
 void amc_softmax_rows(float *out, const float *x, int N, int C);
 
 /* For each row of p [N, C], writes the indices of its k largest values to idx [N, k] in
- * descending order of value; equal values keep the lower index first. 1 <= k <= C. */
+ * descending order of value. Among equal values the lower index comes first. 1 <= k <= C. */
 void amc_topk_rows(int *idx, const float *p, int N, int C, int k);
 
 /* out [n, C] = mean over seq consecutive rows of x [n * seq, C]. */

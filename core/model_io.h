@@ -19,8 +19,8 @@ amc_status amc_model_save(const char *path, const amc_connector *conn, const cha
                           amc_error *err);
 
 /* Loads path into a new connector (*out, freed by the caller with amc_connector_free()). Every
- * tensor of the config must be present with dtype F32, F16 or BF16 and the expected shape, and
- * the file may hold no other tensor; the error names the tensor and the expected shape. When
+ * tensor of the config must be present with dtype F32, F16 or BF16 and the expected shape. The
+ * file may hold no other tensor. Errors name the tensor and the expected shape. When
  * training_json is not NULL it receives a malloc'd copy of the "training" metadata, or NULL. */
 amc_status amc_model_load(const char *path, amc_connector **out, char **training_json,
                           amc_error *err);

@@ -318,7 +318,8 @@ typedef struct npy_layout {
     size_t numel;
 } npy_layout;
 
-/* Reads the fixed preamble: magic, version and header length; sets *header_start and *header_len. */
+/* Reads the fixed preamble (magic, version, header length) and sets *header_start and
+ * *header_len. */
 static amc_status parse_preamble(const uint8_t *buf, size_t len, const char *name,
                                  size_t *header_start, size_t *header_len, amc_error *err)
 {

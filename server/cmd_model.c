@@ -115,20 +115,12 @@ int ams_cmd_init(int argc, char **argv)
         amc_connector_free(conn);
         return 1;
     }
-    printf("wrote %s: %zu parameters\n", out_path, conn->n_params);
+    printf("wrote %s: %zu parameters\n", out_path, amc_connector_param_count(conn));
     amc_connector_free(conn);
     return 0;
 }
 
 /* ---------------------------------------------------------------- model info */
-
-static size_t count_parameters(const amc_connector *conn)
-{
-    size_t total = 0;
-    for (int i = 0; i < conn->n_tensors; i++)
-        total += conn->tensors[i].numel;
-    return total;
-}
 
 static int model_info(const char *path)
 {
@@ -160,7 +152,7 @@ static int model_info(const char *path)
     printf("top_k:          %d\n", cfg->top_k);
     printf("dropout:        %g\n", (double)cfg->dropout);
     printf("ln_eps:         %g\n", (double)cfg->ln_eps);
-    printf("parameters:     %zu in %d tensors\n", count_parameters(conn), conn->n_tensors);
+    printf("parameters:     %zu in %d tensors\n", amc_connector_param_count(conn), conn->n_tensors);
     printf("training:       %s\n", training ? training : "(none: untrained)");
     free(training);
     amc_connector_free(conn);

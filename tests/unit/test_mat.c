@@ -44,6 +44,22 @@ static void gelu_matches_erf_form(void **state)
         assert_near(out[i], want[i], 1e-6);
 }
 
+static void gelu_accurate_over_range(void **state)
+{
+    (void)state;
+    enum { N = 2401 };
+    static float x[N], out[N];
+
+    for (int i = 0; i < N; i++)
+        x[i] = -12.0f + 0.01f * (float)i;
+    amc_gelu_forward(out, x, N);
+    for (int i = 0; i < N; i++) {
+        double xd = (double)x[i];
+        double want = 0.5 * xd * (1.0 + erf(xd / sqrt(2.0)));
+        assert_near(out[i], want, 1e-6 * fmax(1.0, fabs(xd)));
+    }
+}
+
 static void layernorm_normalises_rows(void **state)
 {
     (void)state;
@@ -143,6 +159,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(linear_matches_hand_product),
         cmocka_unit_test(gelu_matches_erf_form),
+        cmocka_unit_test(gelu_accurate_over_range),
         cmocka_unit_test(layernorm_normalises_rows),
         cmocka_unit_test(softmax_sums_to_one),
         cmocka_unit_test(topk_orders_and_breaks_ties),
