@@ -1,5 +1,6 @@
 /* Backward kernels of the connector, one per forward kernel of core/mat.c. */
 #include "core/mat.h"
+#include "core/mat_simd.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -27,14 +28,16 @@ void amc_linear_backward(float *dx, float *dw, float *db, const float *dy, const
                     w, n_in, accumulate_dx ? 1.0f : 0.0f, dx, n_in);
 }
 
+/* Uses the same erf approximation as amc_gelu_forward, so forward and backward agree. */
+AMC_SIMD_CLONES
 void amc_gelu_backward(float *dx, const float *dy, const float *x, size_t n)
 {
     const float inv_sqrt2 = 0.70710678118654752f;
     const float inv_sqrt_2pi = 0.39894228040143268f;
 
     for (size_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + erff(x[i] * inv_sqrt2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x[i] * x[i]);
+        float cdf = 0.5f * (1.0f + erf_approx(x[i] * inv_sqrt2));
+        float pdf = inv_sqrt_2pi * exp_nonpositive(-0.5f * x[i] * x[i]);
         dx[i] = dy[i] * (cdf + x[i] * pdf);
     }
 }
