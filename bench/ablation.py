@@ -6,7 +6,7 @@ connector (E = 1, k = 1, alternating) and a closed-form ridge map.
 Trains with build/altmoe on the sample's train split (validation split for early stopping and
 the best checkpoint) and evaluates with `altmoe eval` on the test split. Needs numpy.
 
-    bench/ablation.py [--data-dir data/openclipart] [--epochs 40] [--hidden 256]
+    bench/ablation.py [--data-dir data/openclipart] [--epochs 120] [--hidden 256]
 """
 import argparse
 import json
@@ -80,7 +80,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data-dir", default="data/openclipart")
     ap.add_argument("--bin", default="build/altmoe")
-    ap.add_argument("--epochs", type=int, default=40, help="epochs of the alternating runs")
+    ap.add_argument("--epochs", type=int, default=120, help="epochs of the alternating runs")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--experts", type=int, default=12)
     ap.add_argument("--top-k", type=int, default=4)

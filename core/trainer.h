@@ -43,9 +43,9 @@ typedef struct amc_train_opts {
     int eval_predictive;         /* also report recall in the predictive space */
 } amc_train_opts;
 
-/* Reference defaults: alternating, 40 epochs, batch 128, lr 1e-4 -> 1e-3 over 0.5 epoch, then
+/* Returns the defaults: alternating, 40 epochs, batch 128, lr 1e-4 -> 1e-3 over 0.5 epoch, then
  * cosine to 1e-5, weight decay 0.005 -> 0.2, clip 1, dropout on, alpha 0.5, SmoothL1, tau 0.03,
- * patience 10, a line every 50 steps. */
+ * patience 10, a progress line every 50 steps, recall in both spaces. */
 amc_train_opts amc_train_opts_default(void);
 
 /* "alternating", "joint", "single" */
