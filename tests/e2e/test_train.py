@@ -122,3 +122,18 @@ def test_single_and_joint_schedules(data):
             assert dirs == [1] * steps
         else:
             assert dirs == [0, 1] * steps
+
+
+def test_token_input_trains(data):
+    tmp, cfg, paths = data
+    text = np.load(paths["text"])
+    rng = np.random.default_rng(1)
+    # three tokens per caption around the pooled vector: [N, 3, 12]
+    tokens = text[:, None, :] + 0.1 * rng.normal(size=(len(text), 3, 12))
+    np.save(tmp / "tokens.npy", tokens.astype(np.float32))
+    args = ["--data", f"text={tmp / 'tokens.npy'}", "--data", f"image={paths['image']}"]
+    out = tmp / "tok.safetensors"
+    run("train", "--config", str(cfg), *args, "--out", str(out), "--epochs", "15", "--batch",
+        "32", "--tau", "0.1", "--log-every", "0")
+    ev = json.loads(run("eval", "--model", str(out), *args, "--json").stdout)
+    assert ev["mean_recall"] > 0.2
