@@ -15,7 +15,7 @@ void amc_pairs_free(amc_pairs *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Returns the first row of x [rows, row_len] holding a NaN or Inf, or -1. */
+/* Returns the first row of x [rows, row_len] that contains a NaN or Inf, or -1. */
 static int64_t first_bad_row(const float *x, int64_t rows, int64_t row_len)
 {
     for (int64_t r = 0; r < rows; r++)
@@ -70,7 +70,7 @@ amc_status amc_pairs_from_npy(amc_pairs *out, const amc_config *cfg, const char 
         if (bad >= 0) {
             amc_pairs_free(out);
             return amc_error_set(err, AMC_EINVAL,
-                                 "data for '%s': row %lld holds NaN or Inf; remove or fix it",
+                                 "data for '%s': row %lld contains NaN or Inf; remove or fix that row",
                                  mod->name, (long long)bad);
         }
         out->rows = (int)a->shape[0];

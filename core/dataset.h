@@ -22,7 +22,7 @@ typedef struct amc_pairs {
 
 /* Builds pairs for cfg from count arrays named names[i] (modality names). Every modality of cfg
  * needs exactly one array with the modality's dim as last axis; all arrays need the same number
- * of rows. A row holding NaN or Inf is rejected with its row number. The data is copied. */
+ * of rows. A row that contains NaN or Inf is rejected with its row number. The data is copied. */
 amc_status amc_pairs_from_npy(amc_pairs *out, const amc_config *cfg, const char *const *names,
                               const amc_npy *arrays, int count, amc_error *err);
 

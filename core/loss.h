@@ -19,7 +19,7 @@ double amc_loss_regression(float *d_pred, const float *pred, const float *target
 /* Symmetric InfoNCE with in-batch negatives between rows of q [N, D] and k [N, D] (both
  * L2-normalised by the caller): logits = q k^T / tau, loss = (CE over rows + CE over columns) / 2
  * with the diagonal as the positives, each cross-entropy a mean over N. Writes dq and dk [N, D]
- * = weight * gradient (either may be NULL). scratch holds 2 * N * N floats. */
+ * = weight * gradient (either may be NULL). scratch must have room for 2 * N * N floats. */
 double amc_loss_info_nce(float *dq, float *dk, const float *q, const float *k, int N, int D,
                          float tau, float weight, float *scratch);
 

@@ -409,7 +409,7 @@ static void damaged_state_is_rejected(void **state)
                      AMC_EFORMAT);
     assert_non_null(strstr(err.msg, "checksum"));
 
-    /* a state with other options is refused by name */
+    /* a state saved with other options is rejected, naming the option */
     o.max_steps = 3;
     amc_connector_free(conn);
     conn = make_connector(4, 2, 5);
