@@ -6,7 +6,7 @@ connector (E = 1, k = 1, alternating) and a closed-form ridge map.
 Trains with build/altmoe on the sample's train split (validation split for early stopping and
 the best checkpoint) and evaluates with `altmoe eval` on the test split. Needs numpy.
 
-    bench/ablation.py [--data-dir data/openclipart] [--epochs 120] [--hidden 256]
+    bench/ablation.py [--data-dir data/openclipart] [--epochs 120] [--hidden 256] [--seeds 3]
 """
 import argparse
 import json
@@ -88,6 +88,8 @@ def main():
     ap.add_argument("--patience", type=int, default=0)
     ap.add_argument("--extra", default="", help="more altmoe train options, space separated")
     ap.add_argument("--only", default="", help="comma-separated subset of variants to run")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="train each connector with seeds 0..N-1 and print the mean")
     a = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,8 +129,14 @@ def main():
             for name, c, extra in variants:
                 if only and name not in only:
                     continue
-                rec, secs = train_and_eval(a.bin, name, c, paths, common + extra, tmp, log)
-                row(name, extra[1], rec, secs)
+                runs = [train_and_eval(a.bin, name, c, paths,
+                                       common + extra + ["--seed", str(seed)], tmp, log)
+                        for seed in range(a.seeds)]
+                mean = {d: np.mean([r[d] for r, _ in runs], axis=0) for d in runs[0][0]}
+                row(name, extra[1], mean, np.mean([s for _, s in runs]))
+                if a.seeds > 1:
+                    spread = {d: np.std([r[d] for r, _ in runs], axis=0) for d in runs[0][0]}
+                    row("  (std over seeds)", "", spread, 0)
 
 
 if __name__ == "__main__":
