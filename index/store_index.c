@@ -17,8 +17,10 @@
  *
  * Snapshot file <dir>/snapshots/c<cid>-m<modality>.snap: a 64-byte header (magic
  * "AMISNAP1", u32 version, u32 dim, u64 seq, u64 tombstones, u64 ntotal, 16-byte connector
- * fingerprint, 8 bytes reserved), then the FAISS index as faiss_write_index() writes it. The
- * snapshot contains every operation up to seq. */
+ * fingerprint, u64 FNV-1a checksum of the rest), then the FAISS index as faiss_write_index()
+ * writes it. The snapshot contains every operation up to seq. The checksum is verified before
+ * FAISS reads the index, because faiss::read_index leaks memory on malformed input (seen with
+ * Debian's FAISS 1.7.3). */
 #include "index/store_internal.h"
 
 #include <errno.h>
@@ -40,7 +42,7 @@ typedef struct snap_header {
     uint64_t dead;
     uint64_t ntotal;
     char fingerprint[16];
-    char reserved[8];
+    uint64_t checksum;           /* FNV-1a 64 of every byte after the header */
 } snap_header;
 
 /* ---------------------------------------------------------------------------------------
@@ -329,8 +331,10 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
         pthread_rwlock_unlock(&st->lock);
         goto done;
     }
-    memcpy(sorted_add, add_vids, sizeof(int64_t) * (size_t)n_add);
-    memcpy(sorted_del, del_vids, sizeof(int64_t) * (size_t)n_del);
+    if (n_add > 0)
+        memcpy(sorted_add, add_vids, sizeof(int64_t) * (size_t)n_add);
+    if (n_del > 0)
+        memcpy(sorted_del, del_vids, sizeof(int64_t) * (size_t)n_del);
     qsort(sorted_add, (size_t)n_add, sizeof(int64_t), cmp_i64);
     qsort(sorted_del, (size_t)n_del, sizeof(int64_t), cmp_i64);
     int kept = 0, kept_del = 0;
@@ -373,6 +377,19 @@ void ami_snapshot_path_(const ami_store *st, uint32_t cid, int m, char *path, si
     snprintf(path, size, "%s/snapshots/c%08x-m%d.snap", st->dir, (unsigned)cid, m);
 }
 
+/* FNV-1a 64 over the rest of f from its current position; -1 on a read error. */
+static int checksum_rest(FILE *f, uint64_t *out)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    unsigned char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ buf[i]) * 0x100000001b3ull;
+    *out = h;
+    return ferror(f) ? -1 : 0;
+}
+
 static int fsync_dir(const char *dir)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -389,7 +406,7 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     ami_index_ *idx = &coll->idx[m];
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = fopen(tmp, "w+b");
     if (f == NULL)
         return amc_error_set(err, AMC_EIO, "cannot create %s: %s", tmp, strerror(errno));
 
@@ -403,11 +420,15 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     h.ntotal = (uint64_t)faiss_Index_ntotal(idx->faiss);
     memcpy(h.fingerprint, coll->fingerprint, 16);
 
-    /* Temporary file, fsync, rename, fsync of the directory. */
+    /* Temporary file with the checksum filled in last, fsync, rename, fsync of the
+     * directory. */
     int ok = fwrite(&h, sizeof h, 1, f) == 1;
     pthread_rwlock_rdlock(&idx->param_lock);
     ok = ok && faiss_write_index(idx->faiss, f) == 0;
     pthread_rwlock_unlock(&idx->param_lock);
+    ok = ok && fflush(f) == 0 && fseek(f, (long)sizeof h, SEEK_SET) == 0 &&
+         checksum_rest(f, &h.checksum) == 0 && fseek(f, 0, SEEK_SET) == 0 &&
+         fwrite(&h, sizeof h, 1, f) == 1;
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
@@ -461,11 +482,13 @@ static void load_snapshot(ami_store *st, ami_coll_ *coll, int m, uint64_t floor)
     if (f == NULL)
         return;
     snap_header h;
+    uint64_t sum = 0;
     FaissIndex *faiss = NULL;
     int ok = fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, SNAP_MAGIC, 8) == 0 &&
              h.version == SNAP_VERSION && h.dim == (uint32_t)idx->dim &&
              memcmp(h.fingerprint, coll->fingerprint, 16) == 0 && h.seq <= ami_store_seq(st) &&
-             h.seq >= floor && faiss_read_index(f, 0, &faiss) == 0 &&
+             h.seq >= floor && checksum_rest(f, &sum) == 0 && sum == h.checksum &&
+             fseek(f, (long)sizeof h, SEEK_SET) == 0 && faiss_read_index(f, 0, &faiss) == 0 &&
              faiss_Index_d(faiss) == idx->dim &&
              (uint64_t)faiss_Index_ntotal(faiss) == h.ntotal;
     fclose(f);
@@ -574,7 +597,8 @@ static amc_status replay(ami_store *st, MDB_txn *txn, ami_coll_ *coll, int m, op
     if (l->n_del > 0) {
         int64_t *dels = malloc(sizeof(int64_t) * (size_t)l->n_del);
         int n_del = 0;
-        qsort(l->add, (size_t)l->n_add, sizeof(int64_t), cmp_i64);
+        if (l->n_add > 0)
+            qsort(l->add, (size_t)l->n_add, sizeof(int64_t), cmp_i64);
         for (int i = 0; dels != NULL && i < l->n_del; i++)
             if (!contains(l->add, l->n_add, l->del[i]))
                 dels[n_del++] = l->del[i];

@@ -74,6 +74,8 @@ typedef struct search_ctx {
     float *qv;                   /* [nq, dim] projected queries */
     topk *heaps;                 /* [nq] */
     int *exact;                  /* [nq] 1: needs the exact scan */
+    float *scratch;              /* [dim] aligned copy of a stored vector (LMDB values are
+                                    only 2-byte aligned) */
 } search_ctx;
 
 /* ---------------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ static int rec_matches(const search_ctx *c, const MDB_val *rec)
     return ok;
 }
 
-/* Looks up the vector vid of the target modality: *iid and *vec (borrowed). */
+/* Looks up the vector vid of the target modality: *iid, and *vec copied into c->scratch. */
 static int read_vec(const search_ctx *c, uint64_t vid, uint64_t *iid, const float **vec)
 {
     unsigned char key[13];
@@ -211,8 +213,10 @@ static int read_vec(const search_ctx *c, uint64_t vid, uint64_t *iid, const floa
         return MDB_CORRUPTED;
     if (rc == 0) {
         memcpy(iid, v.mv_data, 8);
-        if (vec != NULL)
-            *vec = (const float *)((const char *)v.mv_data + 8);
+        if (vec != NULL) {
+            memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
+            *vec = c->scratch;
+        }
     }
     return rc;
 }
@@ -346,7 +350,8 @@ static amc_status search_exact(search_ctx *c, amc_error *err)
         if (c->filter == NULL) {
             uint64_t iid;
             memcpy(&iid, v.mv_data, 8);
-            score_all(c, (const float *)((const char *)v.mv_data + 8), iid);
+            memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
+            score_all(c, c->scratch, iid);
             continue;
         }
         const char *id, *payload;
@@ -434,7 +439,8 @@ static amc_status alloc_ctx(search_ctx *c, int k, amc_error *err)
     c->qv = malloc(sizeof(float) * (size_t)c->nq * (size_t)c->dim);
     c->heaps = calloc((size_t)c->nq, sizeof *c->heaps);
     c->exact = calloc((size_t)c->nq, sizeof *c->exact);
-    if (c->qv == NULL || c->heaps == NULL || c->exact == NULL)
+    c->scratch = malloc(sizeof(float) * (size_t)c->dim);
+    if (c->qv == NULL || c->heaps == NULL || c->exact == NULL || c->scratch == NULL)
         return amc_error_set(err, AMC_ENOMEM, "out of memory for %d queries", c->nq);
     for (int q = 0; q < c->nq; q++) {
         c->heaps[q].k = k;
@@ -452,6 +458,7 @@ static void free_ctx(search_ctx *c)
     free(c->heaps);
     free(c->exact);
     free(c->qv);
+    free(c->scratch);
 }
 
 /* Steps of ami_search once the collection is found; caller holds the lock shared. */
