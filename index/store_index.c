@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +100,7 @@ void ami_index_destroy_(ami_index_ *idx)
 int ami_index_searchable_(const ami_coll_ *coll, int m)
 {
     const ami_index_ *idx = &coll->idx[m];
-    if (idx->broken)
+    if (idx->broken || idx->building)
         return 0;
     return idx->faiss != NULL ||
            (idx->needs_training && coll->stats.vectors[m] < idx->train_min);
@@ -109,36 +110,30 @@ int ami_index_searchable_(const ami_coll_ *coll, int m)
  * Building from LMDB
  * --------------------------------------------------------------------------------------- */
 
-/* Reads every stored vector of (coll, m): *vids [n] and *x [n, dim], malloc'd. */
-static amc_status read_vectors(ami_store *st, const ami_coll_ *coll, int m, int dim,
-                               int64_t **vids, float **x, size_t *n, amc_error *err)
+amc_status ami_vectors_read_(ami_store *st, MDB_txn *txn, uint32_t cid, int m, int dim,
+                             int64_t **vids, float **x, size_t *n, amc_error *err)
 {
     *vids = NULL;
     *x = NULL;
     *n = 0;
-    MDB_txn *txn;
-    amc_status s = ami_read_begin_(st, &txn, err);
-    if (s != AMC_OK)
-        return s;
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, st->db_vecs, &cur);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
+    if (rc != 0)
         return ami_lmdb_status_(rc, "open vector cursor", err);
-    }
 
     unsigned char prefix[5];
-    ami_put_be32_(prefix, coll->cid);
+    ami_put_be32_(prefix, cid);
     prefix[4] = (unsigned char)m;
     MDB_val k = {sizeof prefix, prefix}, v;
     size_t cap = 0, row = sizeof(float) * (size_t)dim;
+    amc_status s = AMC_OK;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size != 13 || memcmp(k.mv_data, prefix, sizeof prefix) != 0)
             break;
         if (v.mv_size != 8 + row) {
-            s = amc_error_set(err, AMC_EFORMAT, "collection %s: stored vector has %zu bytes, "
-                              "expected %zu", coll->spec.name, v.mv_size, 8 + row);
+            s = amc_error_set(err, AMC_EFORMAT, "stored vector has %zu bytes, expected %zu",
+                              v.mv_size, 8 + row);
             break;
         }
         if (*n == cap) {
@@ -158,7 +153,6 @@ static amc_status read_vectors(ami_store *st, const ami_coll_ *coll, int m, int 
         (*n)++;
     }
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
     if (s == AMC_OK && rc != 0 && rc != MDB_NOTFOUND)
         s = ami_lmdb_status_(rc, "read vectors", err);
     if (s != AMC_OK) {
@@ -170,23 +164,56 @@ static amc_status read_vectors(ami_store *st, const ami_coll_ *coll, int m, int 
     return s;
 }
 
-static amc_status faiss_status(const char *what, const ami_coll_ *coll, int m, amc_error *err)
+static amc_status faiss_status(const char *what, amc_error *err)
 {
     const char *msg = faiss_get_last_error();
-    return amc_error_set(err, AMC_EINTERNAL, "FAISS %s failed for collection %s modality %s: %s",
-                         what, coll->spec.name, coll->spec.modalities[m],
+    return amc_error_set(err, AMC_EINTERNAL, "FAISS %s failed: %s", what,
                          msg != NULL ? msg : "unknown error");
 }
 
-static int add_chunked(FaissIndex *faiss, size_t n, const float *x, const int64_t *vids, int dim)
+amc_status ami_faiss_build_(const ami_build_spec_ *spec, size_t n, const float *x,
+                            const int64_t *vids, const atomic_int *cancel, FaissIndex **out,
+                            amc_error *err)
 {
-    for (size_t i = 0; i < n; i += ADD_CHUNK) {
+    *out = NULL;
+
+    /* An index that needs training stays absent until enough vectors exist. */
+    if (spec->needs_training && n < spec->train_min)
+        return AMC_OK;
+    FaissIndex *faiss = NULL;
+    amc_status s = AMC_OK;
+    if (faiss_index_factory(&faiss, spec->dim, spec->factory, METRIC_INNER_PRODUCT) != 0)
+        s = faiss_status("index_factory", err);
+    if (s == AMC_OK && spec->needs_training && faiss_Index_train(faiss, (idx_t)n, x) != 0)
+        s = faiss_status("train", err);
+
+    /* Chunks keep a cancelled build (store closing) short. */
+    for (size_t i = 0; s == AMC_OK && i < n; i += ADD_CHUNK) {
         size_t part = n - i < ADD_CHUNK ? n - i : ADD_CHUNK;
-        int rc = faiss_Index_add_with_ids(faiss, (idx_t)part, x + i * (size_t)dim, vids + i);
-        if (rc != 0)
-            return rc;
+        if (cancel != NULL && atomic_load(cancel))
+            s = amc_error_set(err, AMC_EBUSY, "index build cancelled: the store is closing");
+        else if (faiss_Index_add_with_ids(faiss, (idx_t)part, x + i * (size_t)spec->dim,
+                                          vids + i) != 0)
+            s = faiss_status("add_with_ids", err);
     }
-    return 0;
+    if (s != AMC_OK) {
+        faiss_Index_free(faiss);
+        return s;
+    }
+    *out = faiss;
+    return AMC_OK;
+}
+
+void ami_build_spec_fill_(ami_build_spec_ *spec, const ami_coll_ *coll, int m, int dim)
+{
+    const ami_index_ *idx = &coll->idx[m];
+    spec->cid = coll->cid;
+    spec->m = m;
+    spec->dim = dim;
+    snprintf(spec->factory, sizeof spec->factory, "%s", idx->factory);
+    spec->needs_training = idx->needs_training;
+    spec->train_min = idx->train_min;
+    spec->can_remove = idx->can_remove;
 }
 
 amc_status ami_index_build_(ami_store *st, const ami_coll_ *coll, int m,
@@ -194,36 +221,25 @@ amc_status ami_index_build_(ami_store *st, const ami_coll_ *coll, int m,
                             amc_error *err)
 {
     *out = NULL;
-    const ami_index_ *idx = &coll->idx[m];
-    int dim = ami_index_dim_(conn, coll->spec.space, conn_mod[m]);
+    ami_build_spec_ spec;
+    ami_build_spec_fill_(&spec, coll, m, ami_index_dim_(conn, coll->spec.space, conn_mod[m]));
+    MDB_txn *txn;
+    amc_status s = ami_read_begin_(st, &txn, err);
+    if (s != AMC_OK)
+        return s;
     int64_t *vids;
     float *x;
     size_t n;
-    amc_status s = read_vectors(st, coll, m, dim, &vids, &x, &n, err);
-    if (s != AMC_OK)
-        return s;
-
-    /* An index that needs training stays absent until enough vectors exist. */
-    if (idx->needs_training && n < idx->train_min) {
-        free(vids);
-        free(x);
-        return AMC_OK;
-    }
-    FaissIndex *faiss = NULL;
-    if (faiss_index_factory(&faiss, dim, idx->factory, METRIC_INNER_PRODUCT) != 0)
-        s = faiss_status("index_factory", coll, m, err);
-    if (s == AMC_OK && idx->needs_training && faiss_Index_train(faiss, (idx_t)n, x) != 0)
-        s = faiss_status("train", coll, m, err);
-    if (s == AMC_OK && add_chunked(faiss, n, x, vids, dim) != 0)
-        s = faiss_status("add_with_ids", coll, m, err);
+    s = ami_vectors_read_(st, txn, coll->cid, m, spec.dim, &vids, &x, &n, err);
+    mdb_txn_abort(txn);
+    if (s == AMC_OK)
+        s = ami_faiss_build_(&spec, n, x, vids, NULL, out, err);
     free(vids);
     free(x);
-    if (s != AMC_OK) {
-        faiss_Index_free(faiss);
-        return s;
-    }
-    *out = faiss;
-    return AMC_OK;
+    if (s != AMC_OK)
+        amc_error_prefix(err, "collection %s modality %s", coll->spec.name,
+                         coll->spec.modalities[m]);
+    return s;
 }
 
 void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss)
@@ -237,18 +253,7 @@ void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss)
     idx->dirty = 1;
     idx->nprobe = 0;
     idx->ef_search = 0;
-}
-
-amc_status ami_index_rebuild_(ami_store *st, ami_coll_ *coll, int m, amc_error *err)
-{
-    FaissIndex *faiss = NULL;
-    amc_status s = ami_index_build_(st, coll, m, st->conn, coll->conn_mod, &faiss, err);
-    if (s != AMC_OK)
-        return s;
-    pthread_rwlock_wrlock(&st->lock);
-    ami_index_swap_(st, coll, m, faiss);
-    pthread_rwlock_unlock(&st->lock);
-    return AMC_OK;
+    idx->generation++;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -304,17 +309,15 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
                       const float *add_vecs, int n_del, const int64_t *del_vids)
 {
     ami_index_ *idx = &coll->idx[m];
-    if (idx->broken || (n_add == 0 && n_del == 0))
+    if (n_add == 0 && n_del == 0)
         return;
 
-    /* Not built yet: train and fill from LMDB once enough vectors are stored. */
+    /* No index (untrained, failed or being built): the builder reads LMDB and the log, so
+     * nothing is lost. An IVF index is trained once enough vectors are stored. */
     if (idx->faiss == NULL) {
-        if (idx->needs_training && coll->stats.vectors[m] >= idx->train_min) {
-            amc_error err;
-            if (ami_index_rebuild_(st, coll, m, &err) != AMC_OK)
-                fprintf(stderr, "lvl=error event=index_train_failed collection=%s modality=%s "
-                        "error=\"%s\"\n", coll->spec.name, coll->spec.modalities[m], err.msg);
-        }
+        if (!idx->building && (idx->broken || (idx->needs_training &&
+                                               coll->stats.vectors[m] >= idx->train_min)))
+            ami_index_request_build_(st, coll, m);
         return;
     }
 
@@ -351,15 +354,13 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
             keep_del[kept_del++] = del_vids[i];
     apply_locked(st, coll, m, kept, keep_ids, keep_vecs, kept_del, keep_del);
 
-    /* Graph indices: rebuild once tombstones pass the configured share. */
-    if (idx->faiss != NULL && !idx->can_remove &&
-        (double)idx->dead > st->opts.tombstone_ratio * (double)faiss_Index_ntotal(idx->faiss)) {
-        amc_error err;
-        /* TODO: rebuild HNSW in a background thread; this blocks the writer meanwhile. */
-        if (ami_index_rebuild_(st, coll, m, &err) != AMC_OK)
-            fprintf(stderr, "lvl=error event=index_rebuild_failed collection=%s modality=%s "
-                    "error=\"%s\"\n", coll->spec.name, coll->spec.modalities[m], err.msg);
-    }
+    /* Graph indices are rebuilt in the background once tombstones pass the configured
+     * share; a failed update is rebuilt the same way. */
+    if (idx->broken ||
+        (idx->faiss != NULL && !idx->can_remove &&
+         (double)idx->dead > st->opts.tombstone_ratio * (double)faiss_Index_ntotal(idx->faiss)))
+        if (!idx->building)
+            ami_index_request_build_(st, coll, m);
 done:
     free(sorted_add);
     free(sorted_del);
@@ -451,11 +452,8 @@ amc_status ami_index_snapshot_(ami_store *st, ami_coll_ *coll, int m, amc_error 
     ami_index_ *idx = &coll->idx[m];
     char path[4200];
     ami_snapshot_path_(st, coll->cid, m, path, sizeof path);
-    if (idx->broken) {
-        amc_status s = ami_index_rebuild_(st, coll, m, err);
-        if (s != AMC_OK)
-            return s;
-    }
+    if (idx->broken && !idx->building)
+        ami_index_request_build_(st, coll, m);
     if (idx->faiss == NULL) {
         unlink(path);
         idx->snapshot_seq = 0;
@@ -642,6 +640,77 @@ static amc_status load_and_replay(ami_store *st, MDB_txn *txn, uint64_t floor, a
     return s;
 }
 
+amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
+                            uint64_t after, FaissIndex *faiss, uint64_t *dead, amc_error *err)
+{
+    /* The log after `after` for this index, as adds and deletes. */
+    op_list l = {0};
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->db_oplog, &cur);
+    if (rc != 0)
+        return ami_lmdb_status_(rc, "open operation log", err);
+    unsigned char start[8];
+    ami_put_be64_(start, after + 1);
+    MDB_val k = {8, start}, v;
+    int bad = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !bad;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const unsigned char *op = v.mv_data;
+        if (k.mv_size != 8 || v.mv_size != 14 || ami_get_be32_(op) != spec->cid ||
+            op[4] != spec->m)
+            continue;
+        int64_t vid = (int64_t)ami_get_be64_(op + 6);
+        bad = op[5] == AMI_OP_ADD ? push(&l.add, &l.n_add, &l.cap_add, vid)
+                                  : push(&l.del, &l.n_del, &l.cap_del, vid);
+    }
+    mdb_cursor_close(cur);
+    amc_status s = AMC_OK;
+    if (bad)
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory replaying the log");
+    else if (rc != 0 && rc != MDB_NOTFOUND)
+        s = ami_lmdb_status_(rc, "read operation log", err);
+
+    /* Adds that were deleted later cancel out; the rest go into faiss. */
+    if (l.n_add > 0)
+        qsort(l.add, (size_t)l.n_add, sizeof(int64_t), cmp_i64);
+    if (l.n_del > 0)
+        qsort(l.del, (size_t)l.n_del, sizeof(int64_t), cmp_i64);
+    float *vec = malloc(sizeof(float) * (size_t)spec->dim);
+    if (s == AMC_OK && vec == NULL)
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory replaying the log");
+    for (int i = 0; s == AMC_OK && i < l.n_add; i++) {
+        if (contains(l.del, l.n_del, l.add[i]))
+            continue;
+        unsigned char key[13];
+        ami_put_be32_(key, spec->cid);
+        key[4] = (unsigned char)spec->m;
+        ami_put_be64_(key + 5, (uint64_t)l.add[i]);
+        MDB_val vk = {sizeof key, key}, vv;
+        if (mdb_get(txn, st->db_vecs, &vk, &vv) != 0 ||
+            vv.mv_size != 8 + sizeof(float) * (size_t)spec->dim)
+            continue;
+        memcpy(vec, (const char *)vv.mv_data + 8, sizeof(float) * (size_t)spec->dim);
+        if (faiss_Index_add_with_ids(faiss, 1, vec, &l.add[i]) != 0)
+            s = faiss_status("add_with_ids", err);
+    }
+    int n_del = 0;
+    for (int i = 0; i < l.n_del; i++)
+        if (!contains(l.add, l.n_add, l.del[i]))
+            l.del[n_del++] = l.del[i];
+    if (s == AMC_OK && n_del > 0 && spec->can_remove) {
+        FaissIDSelectorBatch *sel = NULL;
+        if (faiss_IDSelectorBatch_new(&sel, (size_t)n_del, l.del) != 0 ||
+            faiss_Index_remove_ids(faiss, (FaissIDSelector *)sel, NULL) != 0)
+            s = faiss_status("remove_ids", err);
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+    }
+    *dead = spec->can_remove ? 0 : (uint64_t)n_del;
+    free(vec);
+    free(l.add);
+    free(l.del);
+    return s;
+}
+
 amc_status ami_indices_recover_(ami_store *st, amc_error *err)
 {
     MDB_txn *txn;
@@ -673,7 +742,14 @@ amc_status ami_indices_recover_(ami_store *st, amc_error *err)
             if (loaded)
                 fprintf(stderr, "lvl=warn event=snapshot_stale collection=%s modality=%s "
                         "action=rebuild\n", coll->spec.name, coll->spec.modalities[m]);
-            s = ami_index_rebuild_(st, coll, m, err);
+
+            /* An empty collection keeps its empty index; otherwise searches scan LMDB
+             * exactly until the builder thread has the index. */
+            if (!loaded && coll->stats.vectors[m] == 0)
+                continue;
+            faiss_Index_free(idx->faiss);
+            idx->faiss = NULL;
+            ami_index_request_build_(st, coll, m);
         }
     }
     return s;

@@ -81,6 +81,17 @@ static inline void test_fill(float *x, size_t n, uint64_t a, uint64_t b)
     }
 }
 
+/* Waits up to 60 s for the background builds; returns 1 when the store is ready. */
+static inline int test_wait_ready(ami_store *st)
+{
+    for (int i = 0; i < 12000; i++) {
+        if (ami_store_ready(st))
+            return 1;
+        usleep(5000);
+    }
+    return 0;
+}
+
 static inline ami_collection_spec test_spec(const char *name, const char *text_index,
                                             const char *image_index)
 {

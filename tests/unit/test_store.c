@@ -541,6 +541,7 @@ static void test_search_errors(void **state)
 /* Checks every index of "docs" against LMDB and a brute-force search of the live points. */
 static void assert_consistent(fixture *f, int n, const int *live)
 {
+    assert_true(test_wait_ready(f->st));
     ami_collection_info info;
     assert_int_equal(ami_collection_describe(f->st, "docs", &info, NULL), AMC_OK);
     for (int m = 0; m < info.spec.n_modalities; m++)
@@ -669,6 +670,7 @@ static void test_ivf_training(void **state)
 
     /* Crossing the threshold trains on everything stored; nprobe = nlist is exact. */
     upsert_range(f, "docs", "image", 200, 100);
+    assert_true(test_wait_ready(f->st));
     assert_int_equal(ami_collection_describe(f->st, "docs", &info, NULL), AMC_OK);
     assert_int_equal(info.trained[1], 1);
     assert_int_equal(info.indexed[1], 300);
@@ -681,6 +683,7 @@ static void test_ivf_training(void **state)
     const char *gone[] = {"p1", "p250"};
     assert_int_equal(ami_points_delete(f->st, "docs", gone, 2, NULL, NULL), AMC_OK);
     reopen(f, NULL);
+    assert_true(test_wait_ready(f->st));
     assert_int_equal(ami_collection_describe(f->st, "docs", &info, NULL), AMC_OK);
     assert_int_equal(info.indexed[1], 298);
 }

@@ -250,7 +250,8 @@ static void verify(crash_state *cs, int in_flight, int with_snapshots)
         points += there ? (uint64_t)batch_size(b) : 0;
     }
 
-    /* Counters and both indices agree with LMDB. */
+    /* Counters and both indices agree with LMDB once the background builds are done. */
+    assert_true(test_wait_ready(st));
     ami_collection_info info;
     assert_int_equal(ami_collection_describe(st, "crash", &info, NULL), AMC_OK);
     assert_int_equal(info.points, points);
