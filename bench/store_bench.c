@@ -1,7 +1,7 @@
 /* Store benchmark: durable ingest, search throughput and recall@10, and restart time for the
  * index kinds Flat, HNSW32 and IVF1024,SQ8, on random unit vectors of 256 dims.
  *
- * The vectors go into a "predictive" collection with one 256-d modality, where the index holds
+ * The vectors go into a "predictive" collection with one 256-d modality, where the index contains
  * the raw embeddings L2-normalised and a same-modality query is only normalised, so the figures
  * measure LMDB and FAISS without connector compute. Ingest commits batches of 1,000 points
  * (fsync per commit) and includes the FAISS adds; "ready" is when background builds (IVF

@@ -2,11 +2,12 @@
  * transaction runner that grows the map, snapshots, connector reloads and shared helpers.
  *
  * Locking. write_mutex serialises every write call, so at most one LMDB write transaction and
- * one index change run at a time. The rwlock `lock` is held shared by every reader for the
- * whole of its call (including its LMDB read transaction) and exclusively by the writer while
- * it changes the collection table or an index, or resizes the LMDB map (mdb_env_set_mapsize()
- * needs no transaction open in the process). The lock prefers writers, so a stream of
- * searches cannot starve ingest. */
+ * one index change run at a time. Every reader holds the rwlock `lock` shared for the whole
+ * of its call, including its LMDB read transaction. The writer holds it exclusively while it
+ * changes the collection table or an index, or resizes the LMDB map, because
+ * mdb_env_set_mapsize() needs no transaction open in the process. The lock prefers writers,
+ * so a stream of searches cannot starve ingest. The background builder (store_build.c) takes
+ * write_mutex only to start and to finish a build. */
 #include "index/store_internal.h"
 
 #include <errno.h>

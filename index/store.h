@@ -10,7 +10,7 @@
  * FAISS indices, one per (collection, modality), are derived data. Snapshot files in
  * <dir>/snapshots/ record the sequence number they contain; ami_store_open() loads them and
  * replays later operations from LMDB. An index whose snapshot is missing, stale, corrupt or
- * made with another connector is rebuilt from LMDB by a background thread; until it is done,
+ * made with another connector is rebuilt from LMDB by a background thread. Until it is done,
  * searches of that index scan the stored vectors exactly and ami_store_ready() returns 0.
  * The same thread rebuilds HNSW indices with too many deleted entries and trains IVF
  * indices once enough vectors are stored.
@@ -93,8 +93,8 @@ void ami_store_close(ami_store *st);
 amc_status ami_store_snapshot(ami_store *st, amc_error *err);
 
 /* Switches the store to connector conn (borrowed, as in ami_store_open()). Every collection
- * is re-projected from its raw embeddings and new indices are built, while searches go on
- * with the old ones; then the connector and all indices switch at once, and the collections
+ * is re-projected from its raw embeddings and new indices are built while searches go on
+ * with the old ones. Then the connector and all indices switch at once, and the collections
  * record conn's fingerprint. Writes wait meanwhile. On error the store keeps serving with
  * the previous connector and the caller still owns conn.
  * TODO: run this in a background thread so that the caller need not wait. */
@@ -104,7 +104,7 @@ amc_status ami_store_reload(ami_store *st, const amc_connector *conn, amc_error 
 const amc_connector *ami_store_connector(const ami_store *st);
 
 /* Returns 1 when every index is built and caught up with LMDB, 0 while a background build
- * is queued or running (searches still answer, from the old index or an exact scan). */
+ * is queued or running. Searches still run meanwhile, on the old index or an exact scan. */
 int ami_store_ready(ami_store *st);
 
 /* Last operation sequence number committed to LMDB (0 for an empty store). */

@@ -70,7 +70,7 @@ amc_status ami_index_init_(ami_index_ *idx, const char *spec, int dim, amc_error
     if (starts_with(spec, "IVF"))
         idx->nlist = atoi(spec + 3);
 
-    /* Building the empty index checks the spec and tells whether it needs training. */
+    /* Building the empty index checks the spec and shows whether it needs training. */
     FaissIndex *probe = NULL;
     if (faiss_index_factory(&probe, dim, idx->factory, METRIC_INNER_PRODUCT) != 0) {
         const char *msg = faiss_get_last_error();
@@ -312,8 +312,9 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
     if (n_add == 0 && n_del == 0)
         return;
 
-    /* No index (untrained, failed or being built): the builder reads LMDB and the log, so
-     * nothing is lost. An IVF index is trained once enough vectors are stored. */
+    /* No index (untrained, failed or being built): a build reads LMDB and replays the log,
+     * so these operations reach the index later. An IVF index is trained once enough
+     * vectors are stored. */
     if (idx->faiss == NULL) {
         if (!idx->building && (idx->broken || (idx->needs_training &&
                                                coll->stats.vectors[m] >= idx->train_min)))

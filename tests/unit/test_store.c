@@ -139,7 +139,7 @@ static amc_status search_one(fixture *f, const char *coll, const char *mod, cons
     return s;
 }
 
-/* Checks that r holds the k best points by brute force among those with allowed[p] set. */
+/* Checks that r contains the k best points by brute force among those with allowed[p] set. */
 static void assert_exact_topk(const ami_result *r, const float *scores, const int *allowed,
                               int n, int k)
 {
@@ -722,7 +722,8 @@ static void test_map_growth(void **state)
     assert_int_equal(info.points, 2000 + (uint64_t)stored);
 }
 
-/* In a child: a file size limit stands in for a full disk. Returns batches stored. */
+/* In a child: a file size limit simulates a full disk. Exits with the number of batches
+ * stored. */
 static int fill_disk_child(const char *dir)
 {
     amc_connector *conn = test_connector(1);
