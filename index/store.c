@@ -21,6 +21,7 @@
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
 #define DEFAULT_MAP_SIZE_MAX ((size_t)1 << 40)
 #define DEFAULT_TOMBSTONE_RATIO 0.2
+#define DEFAULT_SNAPSHOT_EVERY 100000
 #define MAX_READERS 1024
 
 /* ---------------------------------------------------------------------------------------
@@ -343,6 +344,7 @@ static amc_status load_state(ami_store *st, amc_error *err)
         return ami_lmdb_status_(rc, "read sequence", err);
     }
     atomic_store((_Atomic uint64_t *)&st->seq, seq);
+    st->snapshot_seq = seq;
     s = ami_colls_load_(st, txn, err);
     mdb_txn_abort(txn);
     return s;
@@ -375,6 +377,8 @@ static void apply_defaults(ami_store_options *opts)
         opts->map_size = opts->map_size_max;
     if (!(opts->tombstone_ratio > 0.0))
         opts->tombstone_ratio = DEFAULT_TOMBSTONE_RATIO;
+    if (opts->snapshot_every == 0)
+        opts->snapshot_every = DEFAULT_SNAPSHOT_EVERY;
 }
 
 static ami_store *new_store(const char *dir, const amc_connector *conn,
@@ -533,6 +537,8 @@ amc_status ami_store_snapshot(ami_store *st, amc_error *err)
         prune_ctx pc = {st, floor};
         s = ami_write_txn_(st, prune_oplog, &pc, err);
     }
+    if (s == AMC_OK)
+        st->snapshot_seq = ami_store_seq(st);
     pthread_mutex_unlock(&st->write_mutex);
     return s;
 }

@@ -68,6 +68,8 @@ typedef struct ami_store_options {
     double tombstone_ratio;      /* rebuild an index that cannot remove ids (HNSW) once deleted
                                     entries exceed this fraction of it; default 0.2 */
     int read_only_snapshots;     /* 1: ami_store_close() writes no snapshots (tests) */
+    uint64_t snapshot_every;     /* operations between automatic snapshots, which also prune
+                                    the operation log; default 100000 */
 } ami_store_options;
 
 /* Opens (creating when absent) the store in directory dir, which must exist, with connector

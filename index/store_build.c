@@ -31,6 +31,18 @@ void ami_index_request_build_(ami_store *st, ami_coll_ *coll, int m)
     pthread_mutex_unlock(&st->build_mutex);
 }
 
+/* Asks the builder for snapshots once snapshot_every operations passed since the last one.
+ * Caller holds write_mutex. */
+void ami_snapshot_due_(ami_store *st)
+{
+    if (ami_store_seq(st) - st->snapshot_seq < st->opts.snapshot_every)
+        return;
+    pthread_mutex_lock(&st->build_mutex);
+    st->snapshot_pending = 1;
+    pthread_cond_signal(&st->build_cond);
+    pthread_mutex_unlock(&st->build_mutex);
+}
+
 /* Finds the collection with id cid; caller holds write_mutex. */
 static ami_coll_ *find_cid(ami_store *st, uint32_t cid)
 {
@@ -144,14 +156,22 @@ static void *builder_main(void *arg)
     ami_store *st = arg;
     for (;;) {
         pthread_mutex_lock(&st->build_mutex);
-        while (!st->build_pending && !atomic_load(&st->stopping))
+        while (!st->build_pending && !st->snapshot_pending && !atomic_load(&st->stopping))
             pthread_cond_wait(&st->build_cond, &st->build_mutex);
+        int snapshot = st->snapshot_pending;
         st->build_pending = 0;
+        st->snapshot_pending = 0;
         pthread_mutex_unlock(&st->build_mutex);
         if (atomic_load(&st->stopping))
             return NULL;
         while (!atomic_load(&st->stopping) && build_one(st))
             ;
+
+        /* Periodic snapshots bound the operation log and the replay at the next open. */
+        amc_error err = {0};
+        if (snapshot && !atomic_load(&st->stopping) && ami_store_snapshot(st, &err) != AMC_OK)
+            fprintf(stderr, "lvl=error event=snapshot_failed dir=%s error=\"%s\"\n", st->dir,
+                    err.msg);
     }
 }
 

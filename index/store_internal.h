@@ -96,6 +96,9 @@ struct ami_store {
     atomic_int stopping;         /* set by ami_store_close(): builds cancel */
     uint64_t build_floor;        /* sequence a running build catches up from, or UINT64_MAX;
                                     snapshots keep the log after it */
+    uint64_t snapshot_seq;       /* sequence of the last complete ami_store_snapshot() */
+    int snapshot_pending;        /* the builder should write snapshots (guarded by
+                                    build_mutex) */
 
     pthread_mutex_t ws_mutex;
     int n_ws;
@@ -144,6 +147,7 @@ typedef struct ami_build_spec_ {
 amc_status ami_builder_start_(ami_store *st, amc_error *err);
 void ami_builder_stop_(ami_store *st);
 void ami_index_request_build_(ami_store *st, ami_coll_ *coll, int m);
+void ami_snapshot_due_(ami_store *st);
 
 /* store_collections.c */
 amc_status ami_colls_load_(ami_store *st, MDB_txn *txn, amc_error *err);

@@ -584,6 +584,28 @@ static void test_snapshot_replay(void **state)
     assert_consistent(f, 150, live);
 }
 
+static void test_auto_snapshot(void **state)
+{
+    fixture *f = *state;
+    ami_store_options opts = {.snapshot_every = 50, .read_only_snapshots = 1};
+    reopen(f, &opts);
+    create(f, "docs", "Flat", "Flat");
+    upsert_range(f, "docs", "image", 0, 60);
+
+    /* The builder thread writes the snapshots without any explicit call. */
+    char path[256];
+    snprintf(path, sizeof path, "%s/snapshots/c00000001-m1.snap", f->dir);
+    int found = 0;
+    for (int i = 0; i < 1000 && !found; i++) {
+        found = access(path, F_OK) == 0;
+        usleep(5000);
+    }
+    assert_true(found);
+    upsert_range(f, "docs", "image", 60, 10);
+    reopen(f, &opts);
+    assert_consistent(f, 70, NULL);
+}
+
 static void test_corrupt_snapshot(void **state)
 {
     fixture *f = *state;
@@ -937,6 +959,7 @@ int main(void)
         STORE_TEST(test_search_filter),
         STORE_TEST(test_search_errors),
         STORE_TEST(test_snapshot_replay),
+        STORE_TEST(test_auto_snapshot),
         STORE_TEST(test_corrupt_snapshot),
         STORE_TEST(test_hnsw_tombstones),
         STORE_TEST(test_ivf_training),
