@@ -10,6 +10,11 @@
 #include <string.h>
 
 #define OVERFETCH_FILTER 4       /* candidates per wanted hit when a filter is set */
+
+/* From libgomp, which FAISS uses (declared here because clang builds may lack omp.h). Both act
+ * on the calling thread's OpenMP settings only. */
+int omp_get_max_threads(void);
+void omp_set_num_threads(int n);
 #define MAX_FETCH 8192           /* most FAISS candidates per query before the exact scan */
 
 typedef struct cand {
@@ -251,7 +256,15 @@ static int faiss_search_with_params(ami_index_ *idx, int nq, const float *qv, in
         idx->nprobe = nprobe;
         idx->ef_search = ef;
     }
+    /* FAISS parallelises over queries, so one query gains nothing from an OpenMP team, and
+     * waking one costs more than the search on a busy machine (single-query Flat and HNSW
+     * searches ran 3 to 30 times faster with one thread in bench/store_bench.c). */
+    int threads = omp_get_max_threads();
+    if (nq == 1)
+        omp_set_num_threads(1);
     int rc = faiss_Index_search(idx->faiss, nq, qv, kq, dist, labels);
+    if (nq == 1)
+        omp_set_num_threads(threads);
     pthread_rwlock_unlock(&idx->param_lock);
     return rc;
 }
