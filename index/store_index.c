@@ -25,6 +25,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -448,6 +449,20 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     return AMC_OK;
 }
 
+/* Rewrites the sequence in the header of an existing snapshot file; -1 when that fails. */
+static int restamp_snapshot(const char *path, uint64_t seq)
+{
+    int fd = open(path, O_RDWR);
+    if (fd < 0)
+        return -1;
+    int rc = pwrite(fd, &seq, sizeof seq, offsetof(snap_header, seq)) == sizeof seq &&
+                     fsync(fd) == 0
+                 ? 0
+                 : -1;
+    close(fd);
+    return rc;
+}
+
 amc_status ami_index_snapshot_(ami_store *st, ami_coll_ *coll, int m, amc_error *err)
 {
     ami_index_ *idx = &coll->idx[m];
@@ -460,8 +475,12 @@ amc_status ami_index_snapshot_(ami_store *st, ami_coll_ *coll, int m, amc_error 
         idx->snapshot_seq = 0;
         return AMC_OK;
     }
-    if (!idx->dirty && access(path, F_OK) == 0)
+    /* Unchanged since its snapshot: the file stays, and its header moves to the current
+     * sequence so that pruning the log past its old sequence does not make it stale. */
+    if (!idx->dirty && restamp_snapshot(path, ami_store_seq(st)) == 0) {
+        idx->snapshot_seq = ami_store_seq(st);
         return AMC_OK;
+    }
     errno = 0;
     return write_snapshot_file(st, coll, m, path, err);
 }

@@ -312,8 +312,9 @@ static amc_status search_faiss(search_ctx *c, amc_error *err)
             if (rec_matches(c, &rec))
                 heap_push(&c->heaps[q], dist[(size_t)q * (size_t)kq + (size_t)i], iid);
         }
-        /* Short of k while FAISS had more candidates: scan exactly. */
-        if (c->heaps[q].n < k && kq < ntotal && (i == kq && row[kq - 1] >= 0))
+        /* Short of k while more live vectors exist (a filter, tombstones, or an approximate
+         * index returning fewer): scan exactly. */
+        if (c->heaps[q].n < k && (int64_t)c->heaps[q].n < ntotal - (int64_t)idx->dead)
             c->exact[q] = 1;
     }
     free(dist);
