@@ -76,8 +76,9 @@ typedef struct ami_store_options {
  * conn. conn is borrowed: it must stay valid until ami_store_close(), or until a later
  * ami_store_reload() with another connector has returned. opts may be NULL for the defaults.
  * Recovery runs here: every index is loaded from its snapshot and caught up with LMDB, or
- * rebuilt. A collection whose vectors were projected by a connector with another fingerprint
- * is re-projected from its raw embeddings before this returns.
+ * queued for a rebuild by the background builder. A collection whose vectors were projected
+ * by a connector with another fingerprint is re-projected from its raw embeddings before this
+ * returns.
  * TODO: re-project in a background thread and serve the old index version meanwhile.
  * On success *out is the store, which the caller frees with ami_store_close(). Fails with
  * AMC_EINVAL when a stored collection names a modality conn lacks, AMC_EIO when dir cannot be
