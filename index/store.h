@@ -13,7 +13,8 @@
  * made with another connector is rebuilt from LMDB by a background thread. Until it is done,
  * searches of that index scan the stored vectors exactly and ami_store_ready() returns 0.
  * The same thread rebuilds HNSW indices with too many deleted entries and trains IVF
- * indices once enough vectors are stored.
+ * indices once enough vectors are stored: max(39 * nlist, 256) for "IVF<nlist>,...", 9984
+ * for other specs that need training. Until then searches scan the stored vectors exactly.
  *
  * Points. A point is an external id (1..AMI_ID_MAX bytes, any bytes but NUL) with an optional
  * JSON payload and one embedding per modality of its collection (any subset of them). Upserting
