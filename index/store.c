@@ -479,7 +479,7 @@ int ami_store_ready(ami_store *st)
     pthread_rwlock_rdlock(&st->lock);
     for (int i = 0; i < st->n_colls; i++)
         for (int m = 0; m < st->colls[i]->spec.n_modalities; m++)
-            if (!ami_index_searchable_(st->colls[i], m))
+            if (!ami_index_searchable_(st, st->colls[i], m))
                 ready = 0;
     pthread_rwlock_unlock(&st->lock);
     return ready;

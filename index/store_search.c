@@ -67,6 +67,8 @@ static int cmp_cand_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
+static float dot(const float *a, const float *b, int n);
+
 /* Everything one search call works on. */
 typedef struct search_ctx {
     ami_store *st;
@@ -323,8 +325,44 @@ static amc_status search_faiss(search_ctx *c, amc_error *err)
 }
 
 /* ---------------------------------------------------------------------------------------
- * Exact scan
+ * Exact scans
  * --------------------------------------------------------------------------------------- */
+
+/* Scores the vectors a graph index has not caught up with yet (vid > after) for every query
+ * that the index answered, so searches see every committed write. */
+static amc_status search_tail(search_ctx *c, uint64_t after, amc_error *err)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->txn, c->st->db_vecs, &cur);
+    if (rc != 0)
+        return ami_lmdb_status_(rc, "open tail cursor", err);
+    unsigned char start[13];
+    ami_put_be32_(start, c->coll->cid);
+    start[4] = (unsigned char)c->t;
+    ami_put_be64_(start + 5, after + 1);
+    MDB_val k = {sizeof start, start}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 13 || memcmp(k.mv_data, start, 5) != 0)
+            break;
+        uint64_t iid;
+        memcpy(&iid, v.mv_data, 8);
+        memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
+        for (int q = 0; q < c->nq; q++) {
+            if (c->exact[q])
+                continue;
+            MDB_val rec;
+            if (c->filter != NULL && (read_rec(c, iid, &rec) != 0 || !rec_matches(c, &rec)))
+                continue;
+            heap_push(&c->heaps[q], dot(c->qv + (size_t)q * (size_t)c->dim, c->scratch, c->dim),
+                      iid);
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return ami_lmdb_status_(rc, "scan the index tail", err);
+    return AMC_OK;
+}
 
 static float dot(const float *a, const float *b, int n)
 {
@@ -502,6 +540,8 @@ static amc_status run_search(search_ctx *c, const ami_query *queries, ami_result
         c->exact[q] = !usable;
     if (usable)
         s = search_faiss(c, err);
+    if (s == AMC_OK && usable && idx->async && idx->applied_seq < ami_store_seq(c->st))
+        s = search_tail(c, idx->applied_seq, err);
     int any_exact = 0;
     for (int q = 0; q < c->nq; q++)
         any_exact |= c->exact[q];
