@@ -114,7 +114,7 @@ static void finish_job(ami_store *st, const ami_build_spec_ *spec, uint64_t gene
         ami_index_swap_(st, coll, spec->m, faiss);
         idx->dead = dead;
         if (idx->async)
-            idx->applied_seq = seq;
+            idx->applied_seq = idx->indexed_upto = seq;
         pthread_rwlock_unlock(&st->lock);
         fprintf(stderr, "lvl=info event=index_built collection=%s modality=%s vectors=%lld\n",
                 coll->spec.name, coll->spec.modalities[spec->m],
@@ -234,6 +234,10 @@ static int catch_up(ami_store *st, uint32_t cid, int m)
         if (!gone)
             failed = faiss_Index_add_with_ids(idx->faiss, part, vecs + (size_t)i * (size_t)dim,
                                               add + i) != 0;
+
+        /* Adds are in vid order, so searches may skip the tail up to the last one. */
+        if (!gone && !failed)
+            idx->indexed_upto = (uint64_t)add[i + part - 1];
         pthread_rwlock_unlock(&st->lock);
     }
     if (!gone) {
@@ -249,7 +253,7 @@ static int catch_up(ami_store *st, uint32_t cid, int m)
             idx->broken = 1;
         } else if (idx != NULL) {
             idx->dead += (uint64_t)n_del;
-            idx->applied_seq = upto;
+            idx->applied_seq = idx->indexed_upto = upto;
             idx->dirty |= n_add > 0 || n_del > 0;
         }
         pthread_rwlock_unlock(&st->lock);

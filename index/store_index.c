@@ -259,6 +259,7 @@ void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss)
     idx->ef_search = 0;
     idx->generation++;
     idx->applied_seq = ami_store_seq(st);
+    idx->indexed_upto = idx->applied_seq;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -539,6 +540,7 @@ static void load_snapshot(ami_store *st, ami_coll_ *coll, int m, uint64_t floor)
     idx->dead = h.dead;
     idx->snapshot_seq = h.seq;
     idx->applied_seq = h.seq;
+    idx->indexed_upto = h.seq;
     idx->from_snapshot = 1;
 }
 

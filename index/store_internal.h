@@ -50,6 +50,8 @@ typedef struct ami_index_ {
                                     applies the log, and searches scan the vectors after
                                     applied_seq exactly */
     uint64_t applied_seq;        /* async: every operation up to here is in faiss */
+    uint64_t indexed_upto;       /* async: every live vector with a vid up to here is in faiss;
+                                    ahead of applied_seq while a catch-up adds chunks */
     int needs_training;
     uint64_t train_min;          /* stored vectors needed before training */
     int nlist;                   /* IVF lists, 0 when not IVF */

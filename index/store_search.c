@@ -540,8 +540,10 @@ static amc_status run_search(search_ctx *c, const ami_query *queries, ami_result
         c->exact[q] = !usable;
     if (usable)
         s = search_faiss(c, err);
-    if (s == AMC_OK && usable && idx->async && idx->applied_seq < ami_store_seq(c->st))
-        s = search_tail(c, idx->applied_seq, err);
+    uint64_t indexed = idx->indexed_upto > idx->applied_seq ? idx->indexed_upto
+                                                             : idx->applied_seq;
+    if (s == AMC_OK && usable && idx->async && indexed < ami_store_seq(c->st))
+        s = search_tail(c, indexed, err);
     int any_exact = 0;
     for (int q = 0; q < c->nq; q++)
         any_exact |= c->exact[q];

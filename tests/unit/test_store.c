@@ -669,6 +669,35 @@ static void test_hnsw_tombstones(void **state)
     assert_consistent(f, 100, live);
 }
 
+static void test_hnsw_read_your_writes(void **state)
+{
+    fixture *f = *state;
+    create(f, "docs", "Flat", "HNSW16");
+
+    /* Right after each upsert, before or after the builder thread has added the vectors,
+     * a search finds every point written so far. */
+    for (int round = 0; round < 5; round++) {
+        upsert_range(f, "docs", "image", round * 40, 40);
+        float x[IMAGE_DIM];
+        test_fill(x, IMAGE_DIM, (uint64_t)(round * 40 + 39), IMAGE_DIM);
+        ami_search_params p = params_k("image", 1);
+        ami_result r;
+        assert_int_equal(search_one(f, "docs", "image", x, &p, &r), AMC_OK);
+        char id[16];
+        snprintf(id, sizeof id, "p%d", round * 40 + 39);
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.hits[0].id, id);
+        ami_results_free(&r, 1);
+
+        p = params_k("image", 1000);
+        p.ef_search = 1000;
+        assert_int_equal(search_one(f, "docs", "image", x, &p, &r), AMC_OK);
+        assert_int_equal(r.n, (round + 1) * 40);
+        ami_results_free(&r, 1);
+    }
+    assert_consistent(f, 200, NULL);
+}
+
 static void test_ivf_training(void **state)
 {
     fixture *f = *state;
@@ -962,6 +991,7 @@ int main(void)
         STORE_TEST(test_auto_snapshot),
         STORE_TEST(test_corrupt_snapshot),
         STORE_TEST(test_hnsw_tombstones),
+        STORE_TEST(test_hnsw_read_your_writes),
         STORE_TEST(test_ivf_training),
         STORE_TEST(test_map_growth),
         STORE_TEST(test_disk_full),
