@@ -4,8 +4,8 @@
  * The vectors go into a "predictive" collection with one 256-d modality, where the index contains
  * the raw embeddings L2-normalised and a same-modality query is only normalised, so the figures
  * measure LMDB and FAISS without connector compute. Ingest commits batches of 1,000 points
- * (fsync per commit) and includes the FAISS adds; "ready" is when background builds (IVF
- * training) are done. Recall@10 is against an exact scan of the same vectors.
+ * (fsync per commit) and includes the FAISS adds of Flat and IVF; HNSW adds and IVF training
+ * run in the store's builder thread, and "ready after" is the wait for them once ingest ends. Recall@10 is against an exact scan of the same vectors.
  * Usage: store_bench [points, default 100000] [queries, default 1000] */
 #include <math.h>
 #include <stdio.h>

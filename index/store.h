@@ -12,7 +12,9 @@
  * replays later operations from LMDB. An index whose snapshot is missing, stale, corrupt or
  * made with another connector is rebuilt from LMDB by a background thread. Until it is done,
  * searches of that index scan the stored vectors exactly and ami_store_ready() returns 0.
- * The same thread rebuilds HNSW indices with too many deleted entries and trains IVF
+ * The same thread adds new vectors to graph (HNSW) indices after their commit, while searches
+ * score the vectors it has not added yet exactly, so a write is searchable as soon as its
+ * upsert returns. It also rebuilds HNSW indices with too many deleted entries and trains IVF
  * indices once enough vectors are stored: max(39 * nlist, 256) for "IVF<nlist>,...", 9984
  * for other specs that need training. Until then searches scan the stored vectors exactly.
  *
