@@ -225,8 +225,11 @@ static int catch_up(ami_store *st, uint32_t cid, int m)
     mdb_txn_abort(txn);
 
     /* Small chunks under the exclusive lock, so that searches wait only briefly. */
-    int failed = s != AMC_OK, gone = 0;
-    for (int i = 0; !failed && !gone && i < n_add; i += CATCH_UP_CHUNK) {
+    int failed = s != AMC_OK, gone = 0, cancelled = 0;
+    for (int i = 0; !failed && !gone && !cancelled && i < n_add; i += CATCH_UP_CHUNK) {
+        cancelled = atomic_load(&st->stopping);
+        if (cancelled)
+            break;
         int part = n_add - i < CATCH_UP_CHUNK ? n_add - i : CATCH_UP_CHUNK;
         pthread_rwlock_wrlock(&st->lock);
         idx = find_index(st, cid, m, generation);
@@ -243,7 +246,13 @@ static int catch_up(ami_store *st, uint32_t cid, int m)
     if (!gone) {
         pthread_rwlock_wrlock(&st->lock);
         idx = find_index(st, cid, m, generation);
-        if (idx != NULL && failed) {
+        if (idx != NULL && cancelled) {
+            /* Closing mid-way: drop the index rather than snapshot a partial catch-up; the
+             * next open rebuilds it. */
+            faiss_Index_free(idx->faiss);
+            idx->faiss = NULL;
+            idx->building = 1;
+        } else if (idx != NULL && failed) {
             const char *msg = faiss_get_last_error();
             fprintf(stderr, "lvl=error event=index_catch_up_failed cid=%u modality=%d "
                     "error=\"%s\"\n", (unsigned)cid, m,
@@ -261,7 +270,7 @@ static int catch_up(ami_store *st, uint32_t cid, int m)
     free(add);
     free(vecs);
     free(del);
-    return !gone && !failed;
+    return !gone && !failed && !cancelled;
 }
 
 /* After a catch-up: rebuilds past the tombstone share, after a failure, or when the index
