@@ -179,8 +179,9 @@ static ami_index_ *find_index(ami_store *st, uint32_t cid, int m, uint64_t gener
     return &coll->idx[m];
 }
 
-/* Reads the log entries of (cid, m) in (after, *upto] from txn, where *upto is the sequence
- * the transaction sees; adds come with their vectors, and deleted adds cancel out. */
+/* Reads the log entries of (cid, m) in (after, *upto] from txn, where *upto is the last
+ * sequence committed in the transaction's view. Adds come with their vectors, and deleted
+ * adds cancel out. */
 static amc_status read_tail(ami_store *st, MDB_txn *txn, uint32_t cid, int m, int dim,
                             uint64_t after, uint64_t *upto, int64_t **add, float **vecs,
                             int *n_add, int64_t **del, int *n_del, amc_error *err)

@@ -258,9 +258,10 @@ static int faiss_search_with_params(ami_index_ *idx, int nq, const float *qv, in
         idx->nprobe = nprobe;
         idx->ef_search = ef;
     }
-    /* FAISS parallelises over queries, so one query gains nothing from an OpenMP team, and
-     * waking one costs more than the search on a busy machine (single-query Flat and HNSW
-     * searches ran 3 to 30 times faster with one thread in bench/store_bench.c). */
+    /* FAISS parallelises over queries, so one query gains nothing from an OpenMP team. Waking
+     * the team costs more than the search on a busy machine: in one run of
+     * bench/store_bench.c on a loaded 2-core VM, single-query Flat and HNSW searches on 5,000
+     * vectors ran about 3 and 30 times faster with one thread. */
     int threads = omp_get_max_threads();
     if (nq == 1)
         omp_set_num_threads(1);
@@ -328,8 +329,8 @@ static amc_status search_faiss(search_ctx *c, amc_error *err)
  * Exact scans
  * --------------------------------------------------------------------------------------- */
 
-/* Scores the vectors a graph index has not caught up with yet (vid > after) for every query
- * that the index answered, so searches see every committed write. */
+/* Scores the vectors a graph index does not contain yet (vid > after) for every query that
+ * the index served, so searches find every committed write. */
 static amc_status search_tail(search_ctx *c, uint64_t after, amc_error *err)
 {
     MDB_cursor *cur;
