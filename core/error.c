@@ -17,6 +17,17 @@ amc_status amc_error_set(amc_error *err, amc_status code, const char *fmt, ...)
     return code;
 }
 
+/* Appends text to dst [size] at *used, clipping at size - 1 bytes and keeping the NUL. */
+static void append_clipped(char *dst, size_t size, size_t *used, const char *text)
+{
+    size_t n = strlen(text);
+    if (n > size - 1 - *used)
+        n = size - 1 - *used;
+    memcpy(dst + *used, text, n);
+    *used += n;
+    dst[*used] = '\0';
+}
+
 amc_status amc_error_prefix(amc_error *err, const char *fmt, ...)
 {
     if (err == NULL)
@@ -28,7 +39,13 @@ amc_status amc_error_prefix(amc_error *err, const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", prefix, old);
+    old[sizeof old - 1] = '\0';
+
+    /* Concatenate by hand: snprintf("%s: %s") trips gcc 12's -Wformat-truncation at -O2. */
+    size_t used = 0;
+    append_clipped(err->msg, sizeof err->msg, &used, prefix);
+    append_clipped(err->msg, sizeof err->msg, &used, ": ");
+    append_clipped(err->msg, sizeof err->msg, &used, old);
     return err->code;
 }
 
