@@ -116,7 +116,7 @@ ldd "$BIN" | awk '/=>/ { print $3 }' | while read -r lib; do
 done
 
 step "Kubernetes manifests"
-$PYTHON deploy/check_k8s.py deploy/k8s || fail "deploy/check_k8s.py"
+$PYTHON deploy/check_k8s.py --bin "$BIN" deploy/k8s || fail "deploy/check_k8s.py"
 
 step "monitoring"
 command -v promtool >/dev/null || fail "promtool is not installed (Debian package prometheus)"
