@@ -122,7 +122,22 @@ step "monitoring"
 command -v promtool >/dev/null || fail "promtool is not installed (Debian package prometheus)"
 promtool check config deploy/monitoring/prometheus.yml || fail "promtool check config"
 promtool check rules deploy/monitoring/alerts.yml || fail "promtool check rules"
-$PYTHON -c 'import json,sys; d = json.load(open(sys.argv[1])); assert d["panels"], "no panels"' \
-    deploy/monitoring/grafana-dashboard.json || fail "grafana-dashboard.json"
+# Every panel query must parse as PromQL: write them as recording rules for promtool, with
+# Grafana's variables replaced by values.
+$PYTHON - deploy/monitoring/grafana-dashboard.json "$tmp/dashboard-rules.yml" <<'EOF' ||
+import json, sys
+dash = json.load(open(sys.argv[1]))
+assert dash["panels"], "no panels"
+with open(sys.argv[2], "w") as out:
+    out.write("groups:\n  - name: dashboard\n    rules:\n")
+    for i, panel in enumerate(dash["panels"]):
+        assert panel.get("targets"), "panel %r has no query" % panel.get("title")
+        for j, t in enumerate(panel["targets"]):
+            expr = t["expr"].replace("$__rate_interval", "5m").replace("$instance", ".*")
+            out.write("      - record: dashboard:panel%d_%d\n        expr: %s\n"
+                      % (i, j, json.dumps(expr)))
+EOF
+    fail "grafana-dashboard.json"
+promtool check rules "$tmp/dashboard-rules.yml" || fail "a dashboard query is not valid PromQL"
 
 echo "deploy-check: all checks passed"
