@@ -73,6 +73,7 @@ grep -E '^FROM ' "$df" | grep -vqE '^FROM debian:bookworm(-slim)?( AS [a-z]+)?$'
 grep -q '^HEALTHCHECK ' "$df" || fail "$df: no HEALTHCHECK"
 grep -q '^VOLUME ' "$df" || fail "$df: no VOLUME"
 grep -Eq '^USER [a-z]' "$df" || fail "$df: the runtime stage must switch to a non-root USER"
+# shellcheck source=/dev/null
 . /etc/os-release
 [ "${VERSION_CODENAME:-}" = bookworm ] ||
     fail "apt-cache here is not Debian bookworm; cannot check the package names"
