@@ -109,8 +109,17 @@ fuzz: fuzz-build
 	  $$f -max_total_time=$(FUZZ_SECONDS) $$( [ -f $$d ] && echo -dict=$$d ) \
 	    build/fuzz-corpus/$$n tests/fuzz/corpus/$$n; done
 
+BENCH_SRC := $(wildcard bench/*_bench.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@.o -c $<
+	$(CXX) $(LDFLAGS) -o $@ $@.o $(LIB) $(LDLIBS)
+
 bench: all
-	@if [ -x bench/run ]; then bench/run; else echo "bench: no benchmarks yet"; fi
+	@$(MAKE) --no-print-directory $(BENCH_BIN)
+	bench/run
 
 clean:
 	rm -rf build

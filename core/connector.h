@@ -131,6 +131,10 @@ amc_status amc_connector_create(amc_connector **out, const amc_config *cfg, amc_
 /* Frees the connector and everything it owns; NULL is allowed. */
 void amc_connector_free(amc_connector *conn);
 
+/* Number of trainable parameters: the sum of every tensor's numel. It is below n_params, which
+ * also counts the alignment padding between tensors. */
+size_t amc_connector_param_count(const amc_connector *conn);
+
 /* Fills params with pointers into block, which must hold conn->n_params floats. */
 void amc_params_point(const amc_connector *conn, float *block, amc_params *params);
 
@@ -142,7 +146,7 @@ const amc_tensor_info *amc_connector_tensor(const amc_connector *conn, const cha
  * beta 0. Deterministic for a given seed. */
 void amc_connector_init(amc_connector *conn, uint64_t seed);
 
-/* Hex SHA-like fingerprint of the config and weights (FNV-1a 64 over both), written to out[17].
+/* Hex fingerprint of the config and weights (FNV-1a 64 over both), written to out[17].
  * Stores record it so that a changed connector is detected. */
 void amc_connector_fingerprint(const amc_connector *conn, char out[17]);
 
