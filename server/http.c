@@ -86,6 +86,12 @@ static const char *status_class(int status)
 static enum MHD_Result send_response(struct MHD_Connection *conn, req_state *rs,
                                      ama_response *resp, const char *allow)
 {
+    if (resp->status >= 500) {
+        char quoted[700];
+        AMS_LOG_LIMITED(AMS_LOG_ERROR, "request_failed", "req_id=%s route=%s status=%d body=%s",
+                        rs->req_id, rs->route_ok ? rs->route.name : "-", resp->status,
+                        ams_log_quote(quoted, sizeof quoted, resp->body));
+    }
     struct MHD_Response *r = MHD_create_response_from_buffer(resp->body_len, resp->body,
                                                              MHD_RESPMEM_MUST_FREE);
     if (r == NULL) {
