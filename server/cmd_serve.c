@@ -5,7 +5,6 @@
  * by request_timeout), stop the HTTP threads, then close the store (which snapshots every
  * changed index and closes LMDB), and only then free the connector the store borrowed. */
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,14 +22,25 @@
 
 extern char **environ;
 
-/* Blocks the stop signals in this thread and every thread it creates later, so that only the
- * main loop's sigtimedwait() receives them. */
-static void block_signals(sigset_t *set)
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
 {
-    sigemptyset(set);
-    sigaddset(set, SIGTERM);
-    sigaddset(set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, set, NULL);
+    stop_signal = sig;
+}
+
+/* Records SIGTERM and SIGINT in stop_signal for the main loop. A handler rather than
+ * sigwait(), because OpenBLAS starts its worker threads before main() and any of them may
+ * receive the signal. SA_RESTART keeps the other threads' system calls going. */
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 }
 
@@ -58,19 +68,18 @@ static void snapshot(ami_store *st, const char *reason)
 }
 
 /* Waits for a stop signal, writing periodic snapshots meanwhile; returns the signal. */
-static int run_until_signal(const sigset_t *set, ami_store *st, long snapshot_interval_s)
+static int run_until_signal(ami_store *st, long snapshot_interval_s)
 {
-    struct timespec tick = {1, 0};
-    long since_snapshot = 0;
-    for (;;) {
-        int sig = sigtimedwait(set, NULL, &tick);
-        if (sig == SIGTERM || sig == SIGINT)
-            return sig;
-        if (snapshot_interval_s > 0 && ++since_snapshot >= snapshot_interval_s) {
-            since_snapshot = 0;
+    const struct timespec tick = {0, 100 * 1000 * 1000};
+    long ticks = 0;
+    while (stop_signal == 0) {
+        nanosleep(&tick, NULL);
+        if (snapshot_interval_s > 0 && ++ticks >= snapshot_interval_s * 10) {
+            ticks = 0;
             snapshot(st, "interval");
         }
     }
+    return stop_signal;
 }
 
 static void shut_down(ams_http *http, ama_ctx *api, ami_store *st, long grace_ms)
@@ -149,8 +158,7 @@ int ams_cmd_serve(int argc, char **argv)
     }
     ams_log_set_level((int)cfg.log_level);
 
-    sigset_t stop_signals;
-    block_signals(&stop_signals);
+    install_signal_handlers();
     ami_store *st = NULL;
     ama_ctx *api = NULL;
     ams_http *http = NULL;
@@ -160,7 +168,7 @@ int ams_cmd_serve(int argc, char **argv)
             "admin=%s", cfg.listen, (long long)cfg.port, (long long)cfg.threads,
             (long long)cfg.batch_window_us, cfg.admin_token[0] ? "enabled" : "disabled");
 
-    int sig = run_until_signal(&stop_signals, st, (long)cfg.snapshot_interval_s);
+    int sig = run_until_signal(st, (long)cfg.snapshot_interval_s);
     AMS_LOG(AMS_LOG_INFO, "stopping", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     shut_down(http, api, st, (long)cfg.request_timeout_ms + 1000);
     AMS_LOG(AMS_LOG_INFO, "stopped", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
