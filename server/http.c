@@ -489,12 +489,12 @@ amc_status ams_http_start(ams_http **out, const amcfg_config *cfg, ama_ctx *api,
                          MHD_USE_ERROR_LOG | (family == 6 ? MHD_USE_IPv6 : 0);
     http->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, access_handler, http,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, http,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, http,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, http,
         MHD_OPTION_END);
     if (http->daemon == NULL) {
         ams_http_stop(http);

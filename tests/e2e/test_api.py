@@ -123,7 +123,13 @@ def server():
     with tempfile.TemporaryDirectory() as tmp:
         srv = Server(tmp)
         yield srv
-        srv.stop()
+        code = srv.stop()
+        with open(srv.log_path) as f:
+            log = f.read()
+        # A clean exit: no sanitizer report (when built with one) and the drain completed.
+        assert "Sanitizer" not in log, log[-4000:]
+        assert code == 0, log[-4000:]
+        assert "event=stopped" in log
 
 
 def ok(result):
