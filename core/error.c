@@ -17,35 +17,20 @@ amc_status amc_error_set(amc_error *err, amc_status code, const char *fmt, ...)
     return code;
 }
 
-/* Appends text to dst [size] at *used, clipping at size - 1 bytes and keeping the NUL. */
-static void append_clipped(char *dst, size_t size, size_t *used, const char *text)
-{
-    size_t n = strlen(text);
-    if (n > size - 1 - *used)
-        n = size - 1 - *used;
-    memcpy(dst + *used, text, n);
-    *used += n;
-    dst[*used] = '\0';
-}
-
 amc_status amc_error_prefix(amc_error *err, const char *fmt, ...)
 {
     if (err == NULL)
         return AMC_EINTERNAL;
     char prefix[AMC_ERROR_MSG_MAX];
-    char old[AMC_ERROR_MSG_MAX];
+    char joined[2 * AMC_ERROR_MSG_MAX + 2];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
-    old[sizeof old - 1] = '\0';
-
-    /* Concatenate by hand: snprintf("%s: %s") trips gcc 12's -Wformat-truncation at -O2. */
-    size_t used = 0;
-    append_clipped(err->msg, sizeof err->msg, &used, prefix);
-    append_clipped(err->msg, sizeof err->msg, &used, ": ");
-    append_clipped(err->msg, sizeof err->msg, &used, old);
+    snprintf(joined, sizeof joined, "%s: %s", prefix, err->msg);
+    /* Keep the head of the joined message when it no longer fits. */
+    memcpy(err->msg, joined, sizeof err->msg - 1);
+    err->msg[sizeof err->msg - 1] = '\0';
     return err->code;
 }
 

@@ -156,8 +156,10 @@ static amc_status parse_string(header_cursor *c, char *out, size_t out_size, con
     char quote = c->text[c->pos++];
     size_t start = c->pos;
     while (c->pos < c->len && c->text[c->pos] != quote) {
-        if (c->text[c->pos] == '\\' || c->text[c->pos] == '\n')
-            return header_error(c, "a plain quoted string");
+        if (c->text[c->pos] == '\\')
+            return header_error(c, "a quoted string without escapes");
+        if (c->text[c->pos] == '\n')
+            return header_error(c, "a closing quote");
         c->pos++;
     }
     if (c->pos >= c->len)
@@ -316,7 +318,8 @@ typedef struct npy_layout {
     size_t numel;
 } npy_layout;
 
-/* Reads the fixed preamble: magic, version and header length; sets *header_start and *header_len. */
+/* Reads the fixed preamble (magic, version, header length) and sets *header_start and
+ * *header_len. */
 static amc_status parse_preamble(const uint8_t *buf, size_t len, const char *name,
                                  size_t *header_start, size_t *header_len, amc_error *err)
 {

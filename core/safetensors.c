@@ -15,7 +15,7 @@
 
 #include "core/fileio.h"
 
-#define ST_MAX_HEADER_LEN (100u * 1024 * 1024)   /* the limit the reference reader also uses */
+#define ST_MAX_HEADER_LEN 100000000u   /* 100 MB, far above any real header */
 #define ST_MAX_JSON_INT 9007199254740992.0        /* 2^53: larger JSON numbers lose precision */
 #define ST_ALIGN 8
 
@@ -294,16 +294,17 @@ static amc_status parse_image(amc_st_file *out, const uint8_t *buf, size_t len,
     out->data = buf + 8 + header_len;
     out->data_len = len - 8 - (size_t)header_len;
 
-    /* The header may be padded with trailing spaces; anything else after the object is junk. */
+    /* The header may be padded with trailing spaces; any other byte after the object is junk. */
     const char *json = (const char *)buf + 8;
     const char *json_end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, (size_t)header_len, &json_end, false);
+    /* cJSON reports the error position through a global, which is not safe across threads. */
     if (root == NULL)
-        return amc_error_set(err, AMC_EFORMAT, "%s: header is not valid JSON (error near byte "
-                             "%td of the header)", file, cJSON_GetErrorPtr() != NULL ?
-                             cJSON_GetErrorPtr() - json : (ptrdiff_t)0);
+        return amc_error_set(err, AMC_EFORMAT,
+                             "%s: header is not valid JSON; expected a JSON object of tensors",
+                             file);
     for (const char *p = json_end; p < json + header_len; p++) {
-        if (*p != ' ' && *p != '\0') {
+        if (*p != ' ') {
             cJSON_Delete(root);
             return amc_error_set(err, AMC_EFORMAT,
                                  "%s: header has bytes after its JSON object; expected only "
@@ -345,15 +346,13 @@ amc_status amc_st_parse(amc_st_file *out, const void *buf, size_t len, amc_error
 
 void amc_st_close(amc_st_file *file)
 {
-    for (int i = 0; file->tensors != NULL && file->tensors[i].name != NULL; i++)
+    for (int i = 0; i < file->n_tensors; i++)
         free(file->tensors[i].name);
     free(file->tensors);
     for (int i = 0; i < file->n_meta; i++) {
         free(file->meta_keys[i]);
         free(file->meta_values[i]);
     }
-    /* A key or value whose copy failed sits at n_meta - 1 or n_meta; both are freed above or
-     * are NULL, because n_meta counts every slot that was written. */
     free(file->meta_keys);
     free(file->meta_values);
     amc_file_unmap(file->map, file->map_len);

@@ -31,8 +31,9 @@
  * ami_store_reload) may be called from any thread; the store runs them one at a time. Only
  * ami_store_close() needs every other call to have returned.
  *
- * Errors follow core/error.h. Codes used here: AMC_EINVAL (bad argument, message names it),
- * AMC_ENOTFOUND (unknown collection, modality or point), AMC_EEXIST (collection exists),
+ * Errors follow core/error.h. Codes used here: AMC_EINVAL (bad argument, message names it,
+ * including a modality the collection or connector lacks), AMC_ENOTFOUND (unknown collection
+ * or point), AMC_EEXIST (collection exists),
  * AMC_EFULL (disk full or map size limit reached; nothing was written), AMC_EIO and
  * AMC_EINTERNAL (LMDB or FAISS failure), AMC_ENOMEM, AMC_EFORMAT (data directory from another
  * format version). */
@@ -253,8 +254,8 @@ typedef struct ami_result {
 /* Runs nq (1..) queries against one collection: all queries of the same modality and seq go
  * through one connector call and one FAISS call. results must point at nq entries; on
  * success each is filled and the caller frees them with ami_results_free(). On failure
- * nothing is left allocated. Errors: AMC_ENOTFOUND (collection or modality), AMC_EINVAL
- * (dims, NaN/Inf, k, a direction the connector lacks, a malformed filter: the message names
+ * nothing is left allocated. Errors: AMC_ENOTFOUND (collection), AMC_EINVAL (modality,
+ * dims, NaN/Inf, k, a direction the connector lacks, a malformed filter: the message names
  * the key). */
 amc_status ami_search(ami_store *st, const char *collection, const ami_query *queries, int nq,
                       const ami_search_params *params, ami_result *results, amc_error *err);
