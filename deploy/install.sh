@@ -60,7 +60,14 @@ echo "install: config $target"
 
 # 3. systemd unit.
 install -d "$DESTDIR$SYSTEMDDIR"
-localize "$here/systemd/altmoe.service" > "$DESTDIR$SYSTEMDDIR/altmoe.service"
+# StateDirectory= is relative to /var/lib; a data directory elsewhere relies on
+# ReadWritePaths= alone and on step 4 below for its owner.
+case $STATEDIR in
+    /var/lib/?*) state="s|^StateDirectory=altmoe\$|StateDirectory=${STATEDIR#/var/lib/}|" ;;
+    *) state="/^StateDirectory/d" ;;
+esac
+localize "$here/systemd/altmoe.service" | sed -e "$state" \
+    > "$DESTDIR$SYSTEMDDIR/altmoe.service"
 chmod 0644 "$DESTDIR$SYSTEMDDIR/altmoe.service"
 
 # 4. Empty data directory, owned by the service user on a real root install.
