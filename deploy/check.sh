@@ -12,7 +12,7 @@
 #   4. Kubernetes manifests: deploy/check_k8s.py
 #   5. monitoring: promtool check config / check rules, dashboard JSON parses
 #
-# Exits non-zero on the first failed group and says which check failed.
+# Exits non-zero at the first failed check and prints its name.
 set -eu
 
 BIN=${BIN:-build/altmoe}

@@ -5,11 +5,11 @@ usage: deploy/check_k8s.py [--bin build/altmoe] DIR
 
 Every *.yaml file in DIR must parse, every document must carry apiVersion, kind and
 metadata.name, and kustomization.yaml must list exactly the other files. Then the pieces must
-fit together: the StatefulSet names a headless Service that selects its pods, claims a volume
-per pod, probes /healthz (liveness) and /readyz (readiness) on a declared port, requests CPU
-and memory, reads the admin token from a Secret, runs as non-root, turns service links off,
-and mounts only volumes it declares; the PodDisruptionBudget selects the same pods; every
-ConfigMap and PersistentVolumeClaim it names is defined. With --bin, every ALTMOE_* variable
+fit together. The StatefulSet names a headless Service that selects its pods and claims a
+volume per pod. It probes /healthz (liveness) and /readyz (readiness) on a declared port,
+requests CPU and memory, and reads the admin token from a Secret. It runs as non-root, turns
+service links off and mounts only volumes it declares. The PodDisruptionBudget selects the same
+pods, and every ConfigMap and PersistentVolumeClaim the StatefulSet names is defined. With --bin, every ALTMOE_* variable
 and every key of the config file in the ConfigMap must be an option of `altmoe serve`.
 Prints one line per problem and exits 1 when there is any.
 """
@@ -81,7 +81,7 @@ def selects(selector, labels):
 
 
 def serve_options(binary):
-    """The option names of `altmoe serve`, from its --dump-config output."""
+    """Returns the option names of `altmoe serve`, from its --dump-config output."""
     out = subprocess.run([binary, "serve", "--dump-config"], check=True, capture_output=True,
                          text=True, env={"PATH": "/usr/bin:/bin"}).stdout
     return set(json.loads(out))

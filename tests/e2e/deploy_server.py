@@ -48,7 +48,7 @@ def make_model(workdir):
 
 
 class Server:
-    """One `altmoe serve` on 127.0.0.1 over data_dir; waits until /readyz answers 200."""
+    """One `altmoe serve` on 127.0.0.1 over data_dir; waits until /readyz returns 200."""
 
     def __init__(self, workdir, data_dir, model=None, ready_timeout=60):
         self.workdir = workdir

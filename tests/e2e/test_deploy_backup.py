@@ -1,11 +1,11 @@
 """deploy/backup.sh and deploy/restore.sh against a running `altmoe serve`.
 
-A server gets points, an index snapshot and more points after it; then, while a writer thread
+A server gets points, an index snapshot and more points after it. Then, while a writer thread
 keeps upserting, deploy/backup.sh copies the live data directory. deploy/restore.sh puts the
-backup into a new directory, a second server starts on it, and the test checks that every
-point acknowledged before the backup began is there with its payload and embeddings, that
-search finds them, and that the restored writer points are an unbroken prefix of what the
-writer sent (the copy is one consistent LMDB transaction).
+backup into a new directory and a second server starts on it. Every point acknowledged before
+the backup began must be there with its payload and embeddings, and search must find it. The
+restored writer points must be an unbroken prefix of what the writer sent, because the copy is
+one consistent LMDB transaction.
 """
 import os
 import subprocess
@@ -103,7 +103,7 @@ def test_backup_layout(backed_up):
     assert "lock.mdb" not in files
 
 
-def test_restore_refuses_a_non_empty_directory(backed_up, workdir):
+def test_restore_rejects_non_empty_dir(backed_up, workdir):
     target = os.path.join(workdir, "occupied")
     os.makedirs(target)
     with open(os.path.join(target, "keep"), "w") as f:

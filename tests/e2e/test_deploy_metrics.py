@@ -1,10 +1,10 @@
 """The Grafana dashboard and the alerting rules use only metrics that `altmoe serve` exposes.
 
-Starts the real server, sends it traffic that touches every route family (so that counters and
-histograms have series), reads GET /metrics, and checks every PromQL expression of
-deploy/monitoring/grafana-dashboard.json and deploy/monitoring/alerts.yml: each metric name it
-selects appears as a sample in the exposition, each label it matches or groups by exists on
-those samples. Names from other exporters (Prometheus itself, node_exporter, the kubelet) are
+The test starts the real server and sends it traffic on every route family, so that counters
+and histograms have series. Then it reads GET /metrics and checks every PromQL expression of
+deploy/monitoring/grafana-dashboard.json and deploy/monitoring/alerts.yml. Each metric name an
+expression selects must appear as a sample in the exposition, and each label it matches or
+groups by must exist on those samples. Names from other exporters (Prometheus itself, node_exporter, the kubelet) are
 listed in EXTERNAL and nowhere else.
 """
 import json
