@@ -70,6 +70,12 @@ echo "systemd-analyze verify: clean"
 systemd-analyze security --offline=yes "$tmp/unit/altmoe.service" 2>/dev/null |
     tail -n 1 || true
 
+step "docs/operations.md lists every option"
+for option in $("$BIN" serve --dump-config | sed -n 's/^[[:space:]]*"\([a-z_]*\)":.*/\1/p'); do
+    grep -q "| \`$option\` |" docs/operations.md ||
+        fail "docs/operations.md has no table row for the option $option"
+done
+
 step "Dockerfile lint (no Docker engine here: the image is not built)"
 df=deploy/Dockerfile
 [ -f .dockerignore ] || fail ".dockerignore missing at the repository root (the build context)"
