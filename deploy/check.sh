@@ -7,8 +7,9 @@
 #      the installed unit against that root
 #   3. Dockerfile lint: Debian bookworm bases, every apt package exists in bookworm
 #      (apt-cache show), every COPY source exists, a .dockerignore exists, the runtime stage
-#      installs a package for every shared library the binary links. No image is built:
-#      there is no Docker engine on the build machine.
+#      installs a package for every shared library the binary links, and `make build/altmoe`
+#      succeeds on the copied sources alone. No image is built: there is no Docker engine on
+#      the build machine.
 #   4. Kubernetes manifests: deploy/check_k8s.py
 #   5. monitoring: promtool check config / check rules, dashboard JSON parses
 #
@@ -110,6 +111,14 @@ while read -r src; do
         fail "$df: COPY source '$src' is not tracked by git"
 done <"$tmp/copy.txt"
 echo "COPY sources: $(wc -l <"$tmp/copy.txt"), all present"
+# The build stage's steps on the COPY set alone: a source the build needs but the Dockerfile
+# does not copy fails here.
+mkdir "$tmp/context"
+while read -r src; do cp -r "$root/$src" "$tmp/context/"; done <"$tmp/copy.txt"
+(cd "$tmp/context" && make -j2 build/altmoe >"$tmp/context.log" 2>&1) || {
+    tail -n 20 "$tmp/context.log"; fail "$df: make build/altmoe fails on the copied sources"; }
+"$tmp/context/build/altmoe" serve --help >/dev/null || fail "$df: the stage's binary does not run"
+echo "build stage: make build/altmoe succeeds on the copied sources alone"
 # Every shared library of the binary must come from a package of the runtime stage or one of
 # their dependencies.
 awk '$1 == "runtime" { print $2 }' "$tmp/apt.txt" >"$tmp/runtime.txt"
