@@ -96,8 +96,11 @@ fuzz-build: deps
 	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang CXX=clang++ OPT=-O1 \
 	  SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" $(FUZZ_BIN)
 
+# Linked with the C++ driver so that UBSan's C++ runtime comes along when a target reaches
+# the FAISS wrapper (index/*.cpp).
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(LIB)
-	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(LIB) $(LDLIBS) -lstdc++
+	$(CC) $(CFLAGS) -c -o $@.o $<
+	$(CXX) $(LDFLAGS) -fsanitize=fuzzer -o $@ $@.o $(LIB) $(LDLIBS)
 
 fuzz-replay: fuzz-build
 	@set -e; for f in $(FUZZ_BIN); do n=$${f##*/fuzz_}; \

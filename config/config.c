@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -179,8 +180,9 @@ static amc_status apply_json_item(amcfg_config *cfg, const cJSON *item, const ch
         if (!cJSON_IsNumber(item))
             return amc_error_set(err, AMC_EINVAL, "%s: key '%s' must be an integer (%s)",
                                  source, o->name, o->unit);
+        /* Check the range before the cast, which is undefined for huge or infinite values. */
         double v = item->valuedouble;
-        if (v != (double)(int64_t)v || v < -9.2e18 || v > 9.2e18)
+        if (!isfinite(v) || v < -9.2e18 || v > 9.2e18 || v != floor(v))
             return amc_error_set(err, AMC_EINVAL, "%s: key '%s': %g is not an integer (%s)",
                                  source, o->name, v, o->unit);
         char text[32];

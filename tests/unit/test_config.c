@@ -105,6 +105,10 @@ static void json_file_errors_name_key_and_file(void **state)
     assert_int_equal(amcfg_apply_json(&cfg, fraction, strlen(fraction), "d.json", &err),
                      AMC_EINVAL);
 
+    const char *huge = "{\"max_connections\": 1e999}";
+    assert_int_equal(amcfg_apply_json(&cfg, huge, strlen(huge), "h.json", &err), AMC_EINVAL);
+    assert_non_null(strstr(err.msg, "max_connections"));
+
     const char *syntax = "{\n  \"port\": 80,\n  oops\n}";
     assert_int_equal(amcfg_apply_json(&cfg, syntax, strlen(syntax), "e.json", &err),
                      AMC_EFORMAT);
