@@ -119,6 +119,9 @@ int ama_ingest_feed(ama_ingest *ing, const char *data, size_t len);
 /* Commits what is pending and fills *resp with the counts; frees nothing. */
 void ama_ingest_finish(ama_ingest *ing, ama_response *resp);
 
+/* Returns the number of points committed so far. */
+long ama_ingest_accepted(const ama_ingest *ing);
+
 /* Frees the ingest; NULL is allowed. */
 void ama_ingest_free(ama_ingest *ing);
 

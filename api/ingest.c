@@ -431,6 +431,11 @@ void ama_ingest_finish(ama_ingest *ing, ama_response *resp)
     resp->content_type = "application/json";
 }
 
+long ama_ingest_accepted(const ama_ingest *ing)
+{
+    return ing->accepted;
+}
+
 void ama_ingest_free(ama_ingest *ing)
 {
     if (ing == NULL)

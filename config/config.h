@@ -32,7 +32,7 @@ typedef struct amcfg_config {
     int64_t threads;                    /* HTTP worker threads */
     int64_t max_connections;            /* concurrent TCP connections */
     int64_t connection_timeout_s;       /* idle keep-alive connection timeout */
-    int64_t request_timeout_ms;         /* deadline for one request, from its first byte */
+    int64_t request_timeout_ms;         /* deadline for a request body, from its first byte */
     int64_t max_body_bytes;             /* request body size cap */
     int64_t ingest_batch;               /* NDJSON lines per LMDB commit during ingest */
     int64_t batch_window_us;            /* search micro-batching window; 0 disables */

@@ -60,8 +60,9 @@ typedef struct req_state {
     size_t body_len, body_cap;
     size_t bytes_in;
     ama_ingest *ingest;
-    ama_response late_error;         /* error decided while the body was arriving */
-    int has_late_error;
+    int late_status;                 /* error decided while the body was arriving, 0 if none */
+    const char *late_code;
+    char late_msg[256];
 } req_state;
 
 static double now_s(void)
@@ -232,19 +233,25 @@ static enum MHD_Result on_headers(ams_http *http, struct MHD_Connection *conn, r
  * Step 2: body chunks
  * ------------------------------------------------------------------------------------- */
 
-static void set_late_error(req_state *rs, int status, const char *code, const char *msg,
-                           long long limit)
+static void set_late_error(req_state *rs, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set_late_error(req_state *rs, int status, const char *code, const char *fmt, ...)
 {
-    if (rs->has_late_error)
+    if (rs->late_status != 0)
         return;
-    rs->has_late_error = 1;
-    ama_error_response(&rs->late_error, status, code, msg, limit);
+    rs->late_status = status;
+    rs->late_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rs->late_msg, sizeof rs->late_msg, fmt, ap);
+    va_end(ap);
 }
 
 static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, size_t len)
 {
     rs->bytes_in += len;
-    if (rs->has_late_error) {
+    if (rs->late_status != 0) {
         /* Discard, but do not wait forever on a client that keeps sending. */
         double limit = (double)http->cfg.request_timeout_ms * 1e-3;
         return now_s() - rs->started > limit ? MHD_NO : MHD_YES;
@@ -275,8 +282,8 @@ static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, 
             cap = (size_t)http->cfg.max_body_bytes + 1;
         char *grown = realloc(rs->body, cap);
         if (grown == NULL) {
-            set_late_error(rs, 503, "out_of_memory", "cannot buffer the request body now; "
-                           "retry later (%lld)", 0LL);
+            set_late_error(rs, 503, "out_of_memory", "cannot buffer the request body of %zu "
+                           "bytes now; retry later", rs->body_len + len);
             return MHD_YES;
         }
         rs->body = grown;
@@ -296,9 +303,14 @@ static enum MHD_Result on_complete(ams_http *http, struct MHD_Connection *conn, 
 {
     ama_response resp;
     memset(&resp, 0, sizeof resp);
-    if (rs->has_late_error) {
-        resp = rs->late_error;
-        memset(&rs->late_error, 0, sizeof rs->late_error);
+    if (rs->late_status != 0 && rs->ingest != NULL) {
+        /* Batches committed before the error stay; the pending partial batch is dropped. */
+        ama_error_response(&resp, rs->late_status, rs->late_code, "%s; %ld points were "
+                           "committed before it", rs->late_msg, ama_ingest_accepted(rs->ingest));
+        return send_response(conn, rs, &resp, NULL);
+    }
+    if (rs->late_status != 0) {
+        ama_error_response(&resp, rs->late_status, rs->late_code, "%s", rs->late_msg);
         return send_response(conn, rs, &resp, NULL);
     }
     if (rs->ingest != NULL) {
@@ -406,7 +418,6 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     record_metrics(http, rs, seconds);
 
     ama_ingest_free(rs->ingest);
-    free(rs->late_error.body);
     free(rs->body);
     free(rs);
     *req_cls = NULL;
