@@ -301,6 +301,7 @@ typedef struct handler_args {
     int status;                       /* success status, 200 unless set */
     cJSON *result;
     ama_fail_ f;
+    ama_search_job **job_out;         /* non-NULL: a batchable search may become a job */
 } handler_args;
 
 static int handle_model(handler_args *a)
@@ -557,6 +558,27 @@ static void fill_query(const handler_args *a, const ama_vec_ *v, ami_query *q)
     q->seq = v->seq;
 }
 
+/* Runs one search now, on the calling thread. */
+static int search_now(handler_args *a, const ama_search_req_ *sr, const ami_search_params *p)
+{
+    ami_query q;
+    ami_result res;
+    amc_error err;
+    fill_query(a, &sr->queries[0], &q);
+    double t0 = ama_now_s_();
+    amc_status s = ami_search(a->ctx->store, a->req->route->collection, &q, 1, p, &res, &err);
+    ams_metric_observe(a->ctx->m_search_seconds, "", ama_now_s_() - t0);
+    ams_metric_observe(a->ctx->m_batch_size, "", 1);
+    if (s != AMC_OK)
+        return store_fail(a, s, &err, "collection_not_found");
+    a->result = cJSON_CreateObject();
+    cJSON_AddItemToObject(a->result, "hits", hits_json(&res, sr->with_payload));
+    ami_results_free(&res, 1);
+    return 0;
+}
+
+/* Validates a search; then hands it to the micro-batcher as a job when the caller accepts one
+ * (a->job_out) and it can be batched, or runs it now. */
 static int handle_search(handler_args *a)
 {
     ama_search_req_ sr;
@@ -564,23 +586,27 @@ static int handle_search(handler_args *a)
     int st = ama_parse_search_(a->mc, a->body, 0, a->ctx->cfg.max_k, &sr, &a->f);
     if (st == 0)
         st = prepare_search(a, &sr, &p);
-    if (st == 0) {
-        ami_query q;
-        ami_result res;
-        amc_error err;
-        fill_query(a, &sr.queries[0], &q);
-        amc_status s = ama_batcher_search_(a->ctx->batcher, a->req->route->collection, &q, &p,
-                                           &res, &err);
-        if (s != AMC_OK) {
-            st = store_fail(a, s, &err, "collection_not_found");
-        } else {
-            a->result = cJSON_CreateObject();
-            cJSON_AddItemToObject(a->result, "hits", hits_json(&res, sr.with_payload));
-            ami_results_free(&res, 1);
-        }
+    if (st == 0 && a->job_out != NULL && p.filter == NULL &&
+        ama_batcher_enabled_(a->ctx->batcher)) {
+        const char *modality = a->mc->modalities[sr.queries[0].mod].name;
+        *a->job_out = ama_search_job_new_(a->req->route->collection, &sr, &p, modality,
+                                          a->req->started_s);
+        if (*a->job_out == NULL)
+            st = ama_fail_set_(&a->f, 503, "out_of_memory", "out of memory queueing the search");
+    } else if (st == 0) {
+        st = search_now(a, &sr, &p);
     }
     ama_search_req_free_(&sr);
     return st;
+}
+
+void ama_search_response_(ama_response *resp, const ami_result *result, int with_payload,
+                          double started)
+{
+    cJSON *r = cJSON_CreateObject();
+    if (r != NULL)
+        cJSON_AddItemToObject(r, "hits", hits_json(result, with_payload));
+    ok_response(resp, 200, r, started);
 }
 
 static int handle_search_batch(handler_args *a)
@@ -774,13 +800,17 @@ static int dispatch_model_route(handler_args *a)
     return ama_fail_set_(&a->f, 500, "internal", "route %s has no handler", a->req->route->name);
 }
 
-void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp)
+/* Runs a request; when job_out is not NULL a batchable search is returned in it instead of
+ * being answered, and *resp is left untouched. */
+static void handle(ama_ctx *ctx, const ama_request *req, ama_response *resp,
+                   ama_search_job **job_out)
 {
     handler_args a;
     memset(&a, 0, sizeof a);
     a.ctx = ctx;
     a.req = req;
     a.status = 200;
+    a.job_out = job_out;
     ama_route_id id = req->route->id;
 
     /* Routes that need neither the body nor the model. */
@@ -824,8 +854,29 @@ void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp)
         fail_response(resp, &a.f);
         return;
     }
+    if (job_out != NULL && *job_out != NULL)
+        return;
     ok_response(resp, a.status, a.result, req->started_s);
 }
+
+void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp)
+{
+    handle(ctx, req, resp, NULL);
+}
+
+ama_search_job *ama_search_prepare(ama_ctx *ctx, const ama_request *req, ama_response *resp)
+{
+    ama_search_job *job = NULL;
+    handle(ctx, req, resp, &job);
+    return job;
+}
+
+void ama_search_enqueue(ama_ctx *ctx, ama_search_job *job, ama_done_fn done, void *cls)
+{
+    ama_batcher_enqueue_(ctx->batcher, job, done, cls);
+}
+
+
 
 int ama_validate_body(const amc_connector *conn, ama_route_id route, const char *body,
                       size_t len, int max_k)
@@ -966,7 +1017,7 @@ amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
         free(ctx);
         return amc_error_set(err, AMC_ENOMEM, "cannot create the thread workspace key");
     }
-    ctx->batcher = ama_batcher_new_(ctx, (long)cfg->batch_window_us);
+    ctx->batcher = ama_batcher_new_(ctx, (long)cfg->batch_window_us, (int)cfg->threads);
     if (ctx->batcher == NULL) {
         pthread_key_delete(ctx->workspace_key);
         free(ctx);

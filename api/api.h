@@ -73,8 +73,8 @@ typedef struct ama_ctx ama_ctx;
 amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
                           amc_connector *conn, amc_error *err);
 
-/* Stops the micro-batcher and frees the state and the connector in use; the store is left to
- * the caller. No request may be in flight. */
+/* Stops the micro-batcher (answering what it still has queued) and frees the state and the
+ * connector in use; the store is left to the caller. No request may be in flight. */
 void ama_ctx_free(ama_ctx *ctx);
 
 /* A request with its complete body, as the server hands it over. Strings are borrowed. */
@@ -90,6 +90,24 @@ typedef struct ama_request {
 
 /* Runs the route's handler and fills *resp (never fails: errors become error envelopes). */
 void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp);
+
+/* A search waiting for the micro-batcher; see ama_search_prepare(). */
+typedef struct ama_search_job ama_search_job;
+
+/* Receives the response of a queued search, from the batcher thread. Takes ownership of
+ * resp->body. Called exactly once per job. */
+typedef void (*ama_done_fn)(void *cls, ama_response *resp);
+
+/* Starts POST /v1/collections/{name}/search. Returns NULL with *resp filled when the request
+ * is answered at once: a validation error, a search with a filter, or batching disabled
+ * (batch_window 0). Otherwise returns a validated job, which the caller passes to
+ * ama_search_enqueue() once it is ready to be called back (after suspending the
+ * connection). */
+ama_search_job *ama_search_prepare(ama_ctx *ctx, const ama_request *req, ama_response *resp);
+
+/* Queues job (taking ownership) for the next micro-batch; done(cls, resp) follows from the
+ * batcher thread, within about batch_window microseconds plus the search time. */
+void ama_search_enqueue(ama_ctx *ctx, ama_search_job *job, ama_done_fn done, void *cls);
 
 /* Fills *resp with an error envelope; for the server's own errors (413, 415, 503). code is a
  * stable error code from docs/api.md. */

@@ -46,6 +46,10 @@ struct ams_http {
     ams_metric *m_requests, *m_duration, *m_errors, *m_in_flight, *m_body_bytes;
 };
 
+/* States of a search handed to the micro-batcher: the connection is suspended from QUEUED
+ * until the batcher has stored the response (ANSWERED) and resumed it. */
+enum { SEARCH_NONE = 0, SEARCH_QUEUED, SEARCH_ANSWERED, SEARCH_SENT };
+
 typedef struct req_state {
     ams_http *http;
     char req_id[REQ_ID_MAX + 1];
@@ -60,6 +64,9 @@ typedef struct req_state {
     size_t body_len, body_cap;
     size_t bytes_in;
     ama_ingest *ingest;
+    struct MHD_Connection *conn;
+    atomic_int search_state;         /* SEARCH_* of a micro-batched search */
+    ama_response search_resp;        /* its response, set by the batcher thread */
     int late_status;                 /* error decided while the body was arriving, 0 if none */
     const char *late_code;
     char late_msg[256];
@@ -299,6 +306,17 @@ static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, 
  * Step 3: body complete
  * ------------------------------------------------------------------------------------- */
 
+/* Batcher thread: stores the response and resumes the connection, which then calls the access
+ * handler again to queue it. rs must not be touched after the resume. */
+static void search_answered(void *cls, ama_response *resp)
+{
+    req_state *rs = cls;
+    rs->search_resp = *resp;
+    resp->body = NULL;
+    atomic_store(&rs->search_state, SEARCH_ANSWERED);
+    MHD_resume_connection(rs->conn);
+}
+
 static enum MHD_Result on_complete(ams_http *http, struct MHD_Connection *conn, req_state *rs)
 {
     ama_response resp;
@@ -320,6 +338,18 @@ static enum MHD_Result on_complete(ams_http *http, struct MHD_Connection *conn, 
     ama_request req = make_request(conn, rs);
     if (req.body == NULL)
         req.body = "";
+    if (rs->route.id == AMA_ROUTE_SEARCH) {
+        ama_search_job *job = ama_search_prepare(http->api, &req, &resp);
+        if (job != NULL) {
+            /* Suspend first, so that the batcher's resume can never come before it. */
+            rs->conn = conn;
+            atomic_store(&rs->search_state, SEARCH_QUEUED);
+            MHD_suspend_connection(conn);
+            ama_search_enqueue(http->api, job, search_answered, rs);
+            return MHD_YES;
+        }
+        return send_response(conn, rs, &resp, NULL);
+    }
     ama_handle(http->api, &req, &resp);
     return send_response(conn, rs, &resp, NULL);
 }
@@ -353,8 +383,15 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         }
         return on_headers(http, conn, rs);
     }
-    if (rs->status != 0) {
-        *upload_data_size = 0; /* response already queued: discard */
+    int search_state = atomic_load(&rs->search_state);
+    if (search_state == SEARCH_ANSWERED) {
+        ama_response resp = rs->search_resp;
+        memset(&rs->search_resp, 0, sizeof rs->search_resp);
+        atomic_store(&rs->search_state, SEARCH_SENT);
+        return send_response(conn, rs, &resp, NULL);
+    }
+    if (rs->status != 0 || search_state == SEARCH_QUEUED) {
+        *upload_data_size = 0; /* response already queued or on its way: discard */
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -418,6 +455,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     record_metrics(http, rs, seconds);
 
     ama_ingest_free(rs->ingest);
+    free(rs->search_resp.body);
     free(rs->body);
     free(rs);
     *req_cls = NULL;
@@ -497,7 +535,8 @@ amc_status ams_http_start(ams_http **out, const amcfg_config *cfg, ama_ctx *api,
     register_metrics(http);
 
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG | (family == 6 ? MHD_USE_IPv6 : 0);
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                         (family == 6 ? MHD_USE_IPv6 : 0);
     http->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, access_handler, http,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, http,
