@@ -7,7 +7,9 @@
  *   2. body chunks (*upload_data_size > 0): append to the body buffer, growing it only while
  *      the total stays under max_body (413 otherwise), or stream into an ingest; every byte is
  *      consumed by setting *upload_data_size = 0;
- *   3. body complete (*upload_data_size == 0 after step 1): run the handler, queue the response.
+ *   3. body complete (*upload_data_size == 0 after step 1): run the handler, queue the response;
+ *      a batchable search instead suspends the connection until the micro-batcher has stored
+ *      its response and resumed it, and the call after the resume queues that response.
  * The completion callback writes the access log line, records metrics and frees the state, for
  * every request including the ones the client abandoned.
  *
@@ -541,7 +543,8 @@ amc_status ams_http_start(ams_http **out, const amcfg_config *cfg, ama_ctx *api,
         flags, (uint16_t)cfg->port, NULL, NULL, access_handler, http,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, http,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+        /* One thread means the polling thread alone; libmicrohttpd warns about a pool of 1. */
+        MHD_OPTION_THREAD_POOL_SIZE, cfg->threads > 1 ? (unsigned int)cfg->threads : 0u,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, http,

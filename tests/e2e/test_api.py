@@ -546,6 +546,59 @@ def test_client_disconnect_mid_upload(server, docs):
     assert len(ends) >= 5, log[-3000:]
 
 
+def test_keep_alive_serves_many_requests(server, docs):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    for i in range(20):
+        conn.request("GET", "/healthz", headers={"X-Request-Id": "ka-%d" % i})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("X-Request-Id") == "ka-%d" % i
+        resp.read()
+    sock_before = conn.sock
+    conn.request("GET", "/v1/collections/docs")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200
+    assert conn.sock is sock_before  # still the same TCP connection
+    conn.close()
+
+
+def test_connection_limit_and_request_timeout():
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(tmp, extra_args=("--threads", "1", "--max-connections", "2",
+                                      "--request-timeout", "500"))
+        try:
+            # Two idle connections use up the limit, so a third waits in the listen backlog
+            # until the idle ones are closed by the connection timeout (2 s here).
+            held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+            time.sleep(0.2)
+            t0 = time.time()
+            assert ok(srv.request("GET", "/healthz")) == "alive"
+            assert time.time() - t0 > 1.0
+            for s in held:
+                s.close()
+            t0 = time.time()
+            assert ok(srv.request("GET", "/healthz")) == "alive"
+            assert time.time() - t0 < 1.0
+
+            # A body still arriving after request_timeout (500 ms) gets 503 timeout.
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            body = json.dumps({"name": "slow"}).encode()
+            sock.sendall(b"POST /v1/collections HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % len(body) + body[:4])
+            time.sleep(0.8)
+            sock.sendall(body[4:])
+            reply = sock.recv(65536).decode()
+            sock.close()
+            assert reply.startswith("HTTP/1.1 503"), reply
+            assert '"code":"timeout"' in reply and "request_timeout" in reply
+            status, _, _ = srv.request("GET", "/v1/collections/slow")
+            assert status == 404
+        finally:
+            assert srv.stop() == 0
+
+
 def test_unknown_route_and_method(server):
     status, _, doc = server.request("GET", "/v2/nothing")
     assert status == 404 and doc["error"]["code"] == "not_found"
