@@ -711,7 +711,9 @@ static int handle_snapshot(handler_args *a)
     double t0 = ama_now_s_();
     amc_status s = ami_store_snapshot(a->ctx->store, &err);
     if (s != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "snapshot_failed", "error=%s", err.msg);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
+        AMS_LOG(AMS_LOG_ERROR, "snapshot_failed", "error=%s",
+                ams_log_quote(qerr, sizeof qerr, err.msg));
         return ama_fail_from_status_(&a->f, s, &err);
     }
     AMS_LOG(AMS_LOG_INFO, "snapshot", "seq=%llu ms=%.1f",
@@ -737,8 +739,11 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
     if (s != AMC_OK) {
         amc_connector_free(fresh);
         pthread_mutex_unlock(&ctx->reload_lock);
-        AMS_LOG(AMS_LOG_ERROR, "model_reload_failed", "model=%s error=%s", ctx->cfg.model,
-                err.msg);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
+        char qpath[AMCFG_STR_MAX + 16];
+        AMS_LOG(AMS_LOG_ERROR, "model_reload_failed", "model=%s error=%s",
+                ams_log_quote(qpath, sizeof qpath, ctx->cfg.model),
+                ams_log_quote(qerr, sizeof qerr, err.msg));
         return ama_fail_from_status_(f, s, &err);
     }
 
@@ -752,8 +757,9 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
     char fp[17];
     amc_connector_fingerprint(fresh, fp);
     ams_metric_add(ctx->m_reloads, "", 1);
-    AMS_LOG(AMS_LOG_INFO, "model_reloaded", "model=%s fingerprint=%s ms=%.1f", ctx->cfg.model,
-            fp, (ama_now_s_() - t0) * 1e3);
+    char qpath[AMCFG_STR_MAX + 16];
+    AMS_LOG(AMS_LOG_INFO, "model_reloaded", "model=%s fingerprint=%s ms=%.1f",
+            ams_log_quote(qpath, sizeof qpath, ctx->cfg.model), fp, (ama_now_s_() - t0) * 1e3);
     *result = cJSON_CreateObject();
     cJSON_AddStringToObject(*result, "fingerprint", fp);
     return 0;

@@ -121,8 +121,10 @@ static int commit(ama_ingest *ing)
     if (st != AMC_OK && st != AMC_EINVAL) {
         ing->failed = 1;
         ama_fail_from_status_(&ing->fail, st, &err);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
         AMS_LOG_LIMITED(AMS_LOG_ERROR, "ingest_failed", "collection=%s record=%ld error=%s",
-                        ing->info.spec.name, ing->record, err.msg);
+                        ing->info.spec.name, ing->record,
+                        ams_log_quote(qerr, sizeof qerr, err.msg));
     }
     ing->accepted += committed;
     ing->batches++;

@@ -22,7 +22,7 @@ typedef struct opt_def {
     opt_type type;
     size_t offset;          /* of the field in amcfg_config */
     const char *def;        /* default, in text form */
-    int64_t min, max;       /* bounds of OPT_INT; for OPT_STRING the max length is AMCFG_STR_MAX-1 */
+    int64_t min, max;       /* bounds of OPT_INT; strings are limited to AMCFG_STR_MAX - 1 */
     const char *unit;
     int secret;             /* never printed or logged */
     const char *help;

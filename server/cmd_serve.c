@@ -75,7 +75,9 @@ static void snapshot(ami_store *st, const char *reason)
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (ami_store_snapshot(st, &err) != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "snapshot_failed", "reason=%s error=%s", reason, err.msg);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
+        AMS_LOG(AMS_LOG_ERROR, "snapshot_failed", "reason=%s error=%s", reason,
+                ams_log_quote(qerr, sizeof qerr, err.msg));
         return;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -112,41 +114,49 @@ static void shut_down(ams_http *http, ama_ctx *api, ami_store *st, long grace_ms
     ama_ctx_free(api);
 }
 
+/* Logs a failed start step with the error message quoted. */
+static int start_failed(const char *step, const amc_error *err)
+{
+    char qerr[AMC_ERROR_MSG_MAX * 2];
+    AMS_LOG(AMS_LOG_ERROR, "start_failed", "step=%s error=%s", step,
+            ams_log_quote(qerr, sizeof qerr, err->msg));
+    return 1;
+}
+
 /* Loads the model and opens everything; on success the caller owns *conn via *api. */
 static int start(const amcfg_config *cfg, ami_store **st, ama_ctx **api, ams_http **http)
 {
     amc_error err;
     amc_connector *conn = NULL;
-    if (make_data_dir(cfg->data_dir, &err) != AMC_OK ||
-        amc_model_load(cfg->model, &conn, NULL, &err) != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "start_failed", "error=%s", err.msg);
-        return 1;
-    }
+    char qpath[AMCFG_STR_MAX + 16];
+    if (make_data_dir(cfg->data_dir, &err) != AMC_OK)
+        return start_failed("data_dir", &err);
+    if (amc_model_load(cfg->model, &conn, NULL, &err) != AMC_OK)
+        return start_failed("model", &err);
     char fp[17];
     amc_connector_fingerprint(conn, fp);
     AMS_LOG(AMS_LOG_INFO, "model_loaded", "model=%s modalities=%d latent=%d fingerprint=%s",
-            cfg->model, conn->cfg.n_modalities, conn->cfg.latent, fp);
+            ams_log_quote(qpath, sizeof qpath, cfg->model), conn->cfg.n_modalities,
+            conn->cfg.latent, fp);
 
     if (ami_store_open(st, cfg->data_dir, conn, NULL, &err) != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "start_failed", "data_dir=%s error=%s", cfg->data_dir, err.msg);
         amc_connector_free(conn);
-        return 1;
+        return start_failed("store", &err);
     }
-    AMS_LOG(AMS_LOG_INFO, "store_opened", "data_dir=%s seq=%llu ready=%d", cfg->data_dir,
+    AMS_LOG(AMS_LOG_INFO, "store_opened", "data_dir=%s seq=%llu ready=%d",
+            ams_log_quote(qpath, sizeof qpath, cfg->data_dir),
             (unsigned long long)ami_store_seq(*st), ami_store_ready(*st));
 
     if (ama_ctx_create(api, cfg, *st, conn, &err) != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "start_failed", "error=%s", err.msg);
         ami_store_close(*st);
         amc_connector_free(conn);
-        return 1;
+        return start_failed("api", &err);
     }
     if (ams_http_start(http, cfg, *api, &err) != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "start_failed", "error=%s", err.msg);
         ams_metrics_reset();
         ami_store_close(*st);
         ama_ctx_free(*api);
-        return 1;
+        return start_failed("http", &err);
     }
     return 0;
 }
