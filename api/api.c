@@ -807,7 +807,7 @@ static int dispatch_model_route(handler_args *a)
 }
 
 /* Runs a request; when job_out is not NULL a batchable search is returned in it instead of
- * being answered, and *resp is left untouched. */
+ * being run, and *resp is left untouched. */
 static void handle(ama_ctx *ctx, const ama_request *req, ama_response *resp,
                    ama_search_job **job_out)
 {

@@ -1,7 +1,7 @@
 /* HTTP route handlers of altmoe: request parsing and validation, response envelopes, the
  * mapping of errors to status codes, admin authentication and search micro-batching.
  *
- * This module knows nothing of sockets. The server (server/http.c) matches a route with
+ * This module does not use sockets. The server (server/http.c) matches a route with
  * ama_route_match(), collects the body (or streams it into an ingest), and hands a finished
  * ama_request to ama_handle(). Every response body is one JSON envelope:
  *   {"status":"ok","result":...,"time_ms":1.25}
@@ -99,7 +99,7 @@ typedef struct ama_search_job ama_search_job;
 typedef void (*ama_done_fn)(void *cls, ama_response *resp);
 
 /* Starts POST /v1/collections/{name}/search. Returns NULL with *resp filled when the request
- * is answered at once: a validation error, a search with a filter, or batching disabled
+ * gets its response at once: a validation error, a search with a filter, or batching disabled
  * (batch_window 0). Otherwise returns a validated job, which the caller passes to
  * ama_search_enqueue() once it is ready to be called back (after suspending the
  * connection). */

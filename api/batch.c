@@ -99,7 +99,7 @@ static void fail_group(ama_search_job **jobs, int n, amc_status st, const amc_er
     }
 }
 
-/* Runs one group of compatible jobs through one ami_search() and answers each job. */
+/* Runs one group of compatible jobs through one ami_search() and sends each job its response. */
 static void run_group(ama_batcher_ *b, ama_search_job **jobs, int n)
 {
     ami_query *queries = calloc((size_t)n, sizeof *queries);

@@ -7,7 +7,7 @@
  *
  * A bad record (malformed JSON, wrong dimension, unknown modality, ...) is rejected with its
  * line or record number and the reason, and the ingest goes on. A store failure (disk full,
- * I/O) stops the ingest: points committed before it stay committed and the response says how
+ * I/O) stops the ingest: points committed before it stay committed and the response gives how
  * many. A corrupt binary record header also stops it, because the stream cannot be resynced. */
 #include "api/internal.h"
 

@@ -46,7 +46,7 @@ static const opt_def options[] = {
     {"connection_timeout", OPT_INT, FIELD(connection_timeout_s), "30", 1, 3600, "seconds", 0,
      "close a connection idle for this long"},
     {"request_timeout", OPT_INT, FIELD(request_timeout_ms), "30000", 1, 3600000, "milliseconds",
-     0, "answer 503 to a request whose body has not arrived this long after it started; "
+     0, "return 503 for a request whose body has not arrived this long after it started; "
      "also bounds the drain of in-flight requests at shutdown"},
     {"max_body", OPT_INT, FIELD(max_body_bytes), "67108864", 1024, 16 * GIB, "bytes", 0,
      "largest request body accepted; larger bodies get 413"},
@@ -57,7 +57,7 @@ static const opt_def options[] = {
     {"max_k", OPT_INT, FIELD(max_k), "1000", 1, 100000, "results", 0,
      "largest k a search may request"},
     {"admin_token", OPT_STRING, FIELD(admin_token), "", 0, 0, "secret", 1,
-     "bearer token for /admin routes; admin routes answer 401 while no token is set"},
+     "bearer token for /admin routes; admin routes return 401 while no token is set"},
     {"admin_token_file", OPT_STRING, FIELD(admin_token_file), "", 0, 0, "path", 0,
      "file whose first line is the admin token (used when admin_token is empty)"},
     {"log_level", OPT_LEVEL, FIELD(log_level), "info", AMCFG_LOG_DEBUG, AMCFG_LOG_ERROR, "level",
@@ -323,7 +323,7 @@ amc_status amcfg_finish(amcfg_config *cfg, amc_error *err)
     cfg->admin_token[n] = '\0';
     free(text);
     if (n == 0)
-        return amc_error_set(err, AMC_EINVAL, "option 'admin_token_file': %s holds no token",
+        return amc_error_set(err, AMC_EINVAL, "option 'admin_token_file': %s contains no token",
                              cfg->admin_token_file);
     return AMC_OK;
 }
