@@ -32,7 +32,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay
+.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash
 .DEFAULT_GOAL := all
 
 all: deps
@@ -77,6 +77,11 @@ e2e: $(BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory unit e2e
+
+# The store crash test with 100 SIGKILL cycles; `make unit` runs it with 20.
+test-crash: deps
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_store_crash
+	ALTMOE_CRASH_CYCLES=100 $(BUILD)/tests/test_store_crash
 
 # The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate build tree.
 asan: deps
