@@ -943,21 +943,36 @@ static void collect_store(ams_buf *buf, void *user)
     ama_ctx *ctx = user;
     ami_collection_info *infos = NULL;
     int n = 0;
+    if (ami_collection_list(ctx->store, &infos, &n, NULL) != AMC_OK)
+        n = 0;
     ams_buf_printf(buf, "# HELP altmoe_vectors Stored embeddings per collection and modality.\n"
                    "# TYPE altmoe_vectors gauge\n");
-    if (ami_collection_list(ctx->store, &infos, &n, NULL) == AMC_OK) {
-        for (int i = 0; i < n; i++) {
-            for (int m = 0; m < infos[i].spec.n_modalities; m++) {
-                char labels[200] = "";
-                ams_metrics_label(labels, sizeof labels, "collection", infos[i].spec.name);
-                ams_metrics_label(labels, sizeof labels, "modality",
-                                  infos[i].spec.modalities[m]);
-                ams_buf_printf(buf, "altmoe_vectors{%s} %llu\n", labels,
-                               (unsigned long long)infos[i].vectors[m]);
-            }
+    for (int i = 0; i < n; i++) {
+        for (int m = 0; m < infos[i].spec.n_modalities; m++) {
+            char labels[200] = "";
+            ams_metrics_label(labels, sizeof labels, "collection", infos[i].spec.name);
+            ams_metrics_label(labels, sizeof labels, "modality", infos[i].spec.modalities[m]);
+            ams_buf_printf(buf, "altmoe_vectors{%s} %llu\n", labels,
+                           (unsigned long long)infos[i].vectors[m]);
         }
-        free(infos);
     }
+
+    /* Indexed vectors times their width: the vector data of the indices, without the graph
+     * links of HNSW or the lists of IVF, so a lower bound of their memory. */
+    ams_buf_printf(buf, "# HELP altmoe_index_vector_bytes Float32 vector data held by the FAISS "
+                   "indices (indexed vectors x dim x 4), a lower bound of their memory.\n"
+                   "# TYPE altmoe_index_vector_bytes gauge\n");
+    for (int i = 0; i < n; i++) {
+        for (int m = 0; m < infos[i].spec.n_modalities; m++) {
+            char labels[200] = "";
+            ams_metrics_label(labels, sizeof labels, "collection", infos[i].spec.name);
+            ams_metrics_label(labels, sizeof labels, "modality", infos[i].spec.modalities[m]);
+            ams_buf_printf(buf, "altmoe_index_vector_bytes{%s} %llu\n", labels,
+                           (unsigned long long)infos[i].indexed[m] *
+                               (unsigned long long)infos[i].dim[m] * 4ULL);
+        }
+    }
+    free(infos);
     ams_buf_printf(buf, "# HELP altmoe_ready 1 when every index is caught up with LMDB.\n"
                    "# TYPE altmoe_ready gauge\naltmoe_ready %d\n", ami_store_ready(ctx->store));
     ams_buf_printf(buf, "# HELP altmoe_store_seq Last operation sequence number committed.\n"

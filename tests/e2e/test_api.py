@@ -182,6 +182,8 @@ def test_metrics_exposition(server, docs):
     assert "# TYPE altmoe_http_request_duration_seconds histogram" in text
     assert 'altmoe_http_requests_total{route="model",class="2xx"}' in text
     assert 'altmoe_vectors{collection="docs",modality="text"} 6' in text
+    assert 'altmoe_index_vector_bytes{collection="docs",modality="image"} %d' % (6 * LATENT * 4) \
+        in text
     assert "altmoe_build_info{" in text
     assert "process_resident_memory_bytes" in text
 
