@@ -301,6 +301,7 @@ typedef struct handler_args {
     int status;                       /* success status, 200 unless set */
     cJSON *result;
     ama_fail_ f;
+    ama_search_job **job_out;         /* non-NULL: a batchable search may become a job */
 } handler_args;
 
 static int handle_model(handler_args *a)
@@ -557,6 +558,27 @@ static void fill_query(const handler_args *a, const ama_vec_ *v, ami_query *q)
     q->seq = v->seq;
 }
 
+/* Runs one search now, on the calling thread. */
+static int search_now(handler_args *a, const ama_search_req_ *sr, const ami_search_params *p)
+{
+    ami_query q;
+    ami_result res;
+    amc_error err;
+    fill_query(a, &sr->queries[0], &q);
+    double t0 = ama_now_s_();
+    amc_status s = ami_search(a->ctx->store, a->req->route->collection, &q, 1, p, &res, &err);
+    ams_metric_observe(a->ctx->m_search_seconds, "", ama_now_s_() - t0);
+    ams_metric_observe(a->ctx->m_batch_size, "", 1);
+    if (s != AMC_OK)
+        return store_fail(a, s, &err, "collection_not_found");
+    a->result = cJSON_CreateObject();
+    cJSON_AddItemToObject(a->result, "hits", hits_json(&res, sr->with_payload));
+    ami_results_free(&res, 1);
+    return 0;
+}
+
+/* Validates a search; then hands it to the micro-batcher as a job when the caller accepts one
+ * (a->job_out) and it can be batched, or runs it now. */
 static int handle_search(handler_args *a)
 {
     ama_search_req_ sr;
@@ -564,23 +586,27 @@ static int handle_search(handler_args *a)
     int st = ama_parse_search_(a->mc, a->body, 0, a->ctx->cfg.max_k, &sr, &a->f);
     if (st == 0)
         st = prepare_search(a, &sr, &p);
-    if (st == 0) {
-        ami_query q;
-        ami_result res;
-        amc_error err;
-        fill_query(a, &sr.queries[0], &q);
-        amc_status s = ama_batcher_search_(a->ctx->batcher, a->req->route->collection, &q, &p,
-                                           &res, &err);
-        if (s != AMC_OK) {
-            st = store_fail(a, s, &err, "collection_not_found");
-        } else {
-            a->result = cJSON_CreateObject();
-            cJSON_AddItemToObject(a->result, "hits", hits_json(&res, sr.with_payload));
-            ami_results_free(&res, 1);
-        }
+    if (st == 0 && a->job_out != NULL && p.filter == NULL &&
+        ama_batcher_enabled_(a->ctx->batcher)) {
+        const char *modality = a->mc->modalities[sr.queries[0].mod].name;
+        *a->job_out = ama_search_job_new_(a->req->route->collection, &sr, &p, modality,
+                                          a->req->started_s);
+        if (*a->job_out == NULL)
+            st = ama_fail_set_(&a->f, 503, "out_of_memory", "out of memory queueing the search");
+    } else if (st == 0) {
+        st = search_now(a, &sr, &p);
     }
     ama_search_req_free_(&sr);
     return st;
+}
+
+void ama_search_response_(ama_response *resp, const ami_result *result, int with_payload,
+                          double started)
+{
+    cJSON *r = cJSON_CreateObject();
+    if (r != NULL)
+        cJSON_AddItemToObject(r, "hits", hits_json(result, with_payload));
+    ok_response(resp, 200, r, started);
 }
 
 static int handle_search_batch(handler_args *a)
@@ -685,7 +711,9 @@ static int handle_snapshot(handler_args *a)
     double t0 = ama_now_s_();
     amc_status s = ami_store_snapshot(a->ctx->store, &err);
     if (s != AMC_OK) {
-        AMS_LOG(AMS_LOG_ERROR, "snapshot_failed", "error=%s", err.msg);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
+        AMS_LOG(AMS_LOG_ERROR, "snapshot_failed", "error=%s",
+                ams_log_quote(qerr, sizeof qerr, err.msg));
         return ama_fail_from_status_(&a->f, s, &err);
     }
     AMS_LOG(AMS_LOG_INFO, "snapshot", "seq=%llu ms=%.1f",
@@ -711,8 +739,11 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
     if (s != AMC_OK) {
         amc_connector_free(fresh);
         pthread_mutex_unlock(&ctx->reload_lock);
-        AMS_LOG(AMS_LOG_ERROR, "model_reload_failed", "model=%s error=%s", ctx->cfg.model,
-                err.msg);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
+        char qpath[AMCFG_STR_MAX + 16];
+        AMS_LOG(AMS_LOG_ERROR, "model_reload_failed", "model=%s error=%s",
+                ams_log_quote(qpath, sizeof qpath, ctx->cfg.model),
+                ams_log_quote(qerr, sizeof qerr, err.msg));
         return ama_fail_from_status_(f, s, &err);
     }
 
@@ -726,8 +757,9 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
     char fp[17];
     amc_connector_fingerprint(fresh, fp);
     ams_metric_add(ctx->m_reloads, "", 1);
-    AMS_LOG(AMS_LOG_INFO, "model_reloaded", "model=%s fingerprint=%s ms=%.1f", ctx->cfg.model,
-            fp, (ama_now_s_() - t0) * 1e3);
+    char qpath[AMCFG_STR_MAX + 16];
+    AMS_LOG(AMS_LOG_INFO, "model_reloaded", "model=%s fingerprint=%s ms=%.1f",
+            ams_log_quote(qpath, sizeof qpath, ctx->cfg.model), fp, (ama_now_s_() - t0) * 1e3);
     *result = cJSON_CreateObject();
     cJSON_AddStringToObject(*result, "fingerprint", fp);
     return 0;
@@ -774,13 +806,17 @@ static int dispatch_model_route(handler_args *a)
     return ama_fail_set_(&a->f, 500, "internal", "route %s has no handler", a->req->route->name);
 }
 
-void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp)
+/* Runs a request; when job_out is not NULL a batchable search is returned in it instead of
+ * being run, and *resp is left untouched. */
+static void handle(ama_ctx *ctx, const ama_request *req, ama_response *resp,
+                   ama_search_job **job_out)
 {
     handler_args a;
     memset(&a, 0, sizeof a);
     a.ctx = ctx;
     a.req = req;
     a.status = 200;
+    a.job_out = job_out;
     ama_route_id id = req->route->id;
 
     /* Routes that need neither the body nor the model. */
@@ -824,8 +860,29 @@ void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp)
         fail_response(resp, &a.f);
         return;
     }
+    if (job_out != NULL && *job_out != NULL)
+        return;
     ok_response(resp, a.status, a.result, req->started_s);
 }
+
+void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp)
+{
+    handle(ctx, req, resp, NULL);
+}
+
+ama_search_job *ama_search_prepare(ama_ctx *ctx, const ama_request *req, ama_response *resp)
+{
+    ama_search_job *job = NULL;
+    handle(ctx, req, resp, &job);
+    return job;
+}
+
+void ama_search_enqueue(ama_ctx *ctx, ama_search_job *job, ama_done_fn done, void *cls)
+{
+    ama_batcher_enqueue_(ctx->batcher, job, done, cls);
+}
+
+
 
 int ama_validate_body(const amc_connector *conn, ama_route_id route, const char *body,
                       size_t len, int max_k)
@@ -886,21 +943,36 @@ static void collect_store(ams_buf *buf, void *user)
     ama_ctx *ctx = user;
     ami_collection_info *infos = NULL;
     int n = 0;
+    if (ami_collection_list(ctx->store, &infos, &n, NULL) != AMC_OK)
+        n = 0;
     ams_buf_printf(buf, "# HELP altmoe_vectors Stored embeddings per collection and modality.\n"
                    "# TYPE altmoe_vectors gauge\n");
-    if (ami_collection_list(ctx->store, &infos, &n, NULL) == AMC_OK) {
-        for (int i = 0; i < n; i++) {
-            for (int m = 0; m < infos[i].spec.n_modalities; m++) {
-                char labels[200] = "";
-                ams_metrics_label(labels, sizeof labels, "collection", infos[i].spec.name);
-                ams_metrics_label(labels, sizeof labels, "modality",
-                                  infos[i].spec.modalities[m]);
-                ams_buf_printf(buf, "altmoe_vectors{%s} %llu\n", labels,
-                               (unsigned long long)infos[i].vectors[m]);
-            }
+    for (int i = 0; i < n; i++) {
+        for (int m = 0; m < infos[i].spec.n_modalities; m++) {
+            char labels[200] = "";
+            ams_metrics_label(labels, sizeof labels, "collection", infos[i].spec.name);
+            ams_metrics_label(labels, sizeof labels, "modality", infos[i].spec.modalities[m]);
+            ams_buf_printf(buf, "altmoe_vectors{%s} %llu\n", labels,
+                           (unsigned long long)infos[i].vectors[m]);
         }
-        free(infos);
     }
+
+    /* Indexed vectors times their width: the vector data of the indices, without the graph
+     * links of HNSW or the lists of IVF, so a lower bound of their memory. */
+    ams_buf_printf(buf, "# HELP altmoe_index_vector_bytes Float32 vector data held by the FAISS "
+                   "indices (indexed vectors x dim x 4), a lower bound of their memory.\n"
+                   "# TYPE altmoe_index_vector_bytes gauge\n");
+    for (int i = 0; i < n; i++) {
+        for (int m = 0; m < infos[i].spec.n_modalities; m++) {
+            char labels[200] = "";
+            ams_metrics_label(labels, sizeof labels, "collection", infos[i].spec.name);
+            ams_metrics_label(labels, sizeof labels, "modality", infos[i].spec.modalities[m]);
+            ams_buf_printf(buf, "altmoe_index_vector_bytes{%s} %llu\n", labels,
+                           (unsigned long long)infos[i].indexed[m] *
+                               (unsigned long long)infos[i].dim[m] * 4ULL);
+        }
+    }
+    free(infos);
     ams_buf_printf(buf, "# HELP altmoe_ready 1 when every index is caught up with LMDB.\n"
                    "# TYPE altmoe_ready gauge\naltmoe_ready %d\n", ami_store_ready(ctx->store));
     ams_buf_printf(buf, "# HELP altmoe_store_seq Last operation sequence number committed.\n"
@@ -966,7 +1038,7 @@ amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
         free(ctx);
         return amc_error_set(err, AMC_ENOMEM, "cannot create the thread workspace key");
     }
-    ctx->batcher = ama_batcher_new_(ctx, (long)cfg->batch_window_us);
+    ctx->batcher = ama_batcher_new_(ctx, (long)cfg->batch_window_us, (int)cfg->threads);
     if (ctx->batcher == NULL) {
         pthread_key_delete(ctx->workspace_key);
         free(ctx);

@@ -1,7 +1,7 @@
 /* HTTP route handlers of altmoe: request parsing and validation, response envelopes, the
  * mapping of errors to status codes, admin authentication and search micro-batching.
  *
- * This module knows nothing of sockets. The server (server/http.c) matches a route with
+ * This module does not use sockets. The server (server/http.c) matches a route with
  * ama_route_match(), collects the body (or streams it into an ingest), and hands a finished
  * ama_request to ama_handle(). Every response body is one JSON envelope:
  *   {"status":"ok","result":...,"time_ms":1.25}
@@ -73,8 +73,8 @@ typedef struct ama_ctx ama_ctx;
 amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
                           amc_connector *conn, amc_error *err);
 
-/* Stops the micro-batcher and frees the state and the connector in use; the store is left to
- * the caller. No request may be in flight. */
+/* Stops the micro-batcher (answering what it still has queued) and frees the state and the
+ * connector in use; the store is left to the caller. No request may be in flight. */
 void ama_ctx_free(ama_ctx *ctx);
 
 /* A request with its complete body, as the server hands it over. Strings are borrowed. */
@@ -90,6 +90,24 @@ typedef struct ama_request {
 
 /* Runs the route's handler and fills *resp (never fails: errors become error envelopes). */
 void ama_handle(ama_ctx *ctx, const ama_request *req, ama_response *resp);
+
+/* A search waiting for the micro-batcher; see ama_search_prepare(). */
+typedef struct ama_search_job ama_search_job;
+
+/* Receives the response of a queued search, from the batcher thread. Takes ownership of
+ * resp->body. Called exactly once per job. */
+typedef void (*ama_done_fn)(void *cls, ama_response *resp);
+
+/* Starts POST /v1/collections/{name}/search. Returns NULL with *resp filled when the request
+ * gets its response at once: a validation error, a search with a filter, or batching disabled
+ * (batch_window 0). Otherwise returns a validated job, which the caller passes to
+ * ama_search_enqueue() once it is ready to be called back (after suspending the
+ * connection). */
+ama_search_job *ama_search_prepare(ama_ctx *ctx, const ama_request *req, ama_response *resp);
+
+/* Queues job (taking ownership) for the next micro-batch; done(cls, resp) follows from the
+ * batcher thread, within about batch_window microseconds plus the search time. */
+void ama_search_enqueue(ama_ctx *ctx, ama_search_job *job, ama_done_fn done, void *cls);
 
 /* Fills *resp with an error envelope; for the server's own errors (413, 415, 503). code is a
  * stable error code from docs/api.md. */
@@ -118,6 +136,9 @@ int ama_ingest_feed(ama_ingest *ing, const char *data, size_t len);
 
 /* Commits what is pending and fills *resp with the counts; frees nothing. */
 void ama_ingest_finish(ama_ingest *ing, ama_response *resp);
+
+/* Returns the number of points committed so far. */
+long ama_ingest_accepted(const ama_ingest *ing);
 
 /* Frees the ingest; NULL is allowed. */
 void ama_ingest_free(ama_ingest *ing);

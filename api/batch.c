@@ -1,45 +1,217 @@
 /* Search micro-batching.
  *
- * The first search to arrive opens a group keyed by its collection and parameters and becomes
- * the group's leader. It sleeps for the window, closes the group, runs every query collected
- * meanwhile through ONE ami_search() call (one connector pass per modality and one FAISS call),
- * and wakes the followers, each of which takes its own result.
+ * A search that can be batched (no filter, batch_window > 0) is parsed and validated on the
+ * HTTP thread, which then suspends its connection and queues a job here. A free batcher thread
+ * waits until the oldest queued job is batch_window microseconds old, takes the whole queue,
+ * groups the jobs by collection and search parameters, runs each group as ONE ami_search()
+ * (one connector pass per modality and one FAISS call), and hands every job its response
+ * through the job's completion callback, which resumes the connection.
  *
- * Invariants: a group is in the open list only while it accepts queries; queries join only
- * open groups; the last of the leader and its followers to leave frees the group (refs).
- * Searches with a filter bypass batching because filters cannot be shared. */
+ * Because waiting jobs hold no HTTP thread, a batch can hold many more queries than there are
+ * HTTP threads. There are as many batcher threads as HTTP threads, so that while one runs a
+ * batch the next batch is collected and run by another.
+ *
+ * Invariants: a job is owned by the queue from ama_batcher_enqueue_() until the batcher takes
+ * it, then by the batcher until its callback has returned; the callback is called exactly
+ * once per job, also at shutdown. */
 #include "api/internal.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define GROUP_MAX 256
+#define TAKE_MAX 1024                 /* jobs taken from the queue in one round */
+#define WORKERS_MAX 64
 
-typedef struct group {
-    struct group *next;              /* in the open list */
+struct ama_search_job {
+    struct ama_search_job *next;
     char collection[AMI_NAME_MAX];
-    ami_search_params params;        /* filter always NULL */
-    char target[AMC_NAME_MAX];
-    int n;
-    ami_query queries[GROUP_MAX];    /* borrowed from the waiting requests */
-    ami_result results[GROUP_MAX];
-    amc_status status;
-    amc_error err;
-    int done;
-    int refs;
-} group;
+    ama_search_req_ req;              /* owned: the parsed queries */
+    ami_search_params params;         /* target points into target_name */
+    char target_name[AMC_NAME_MAX];
+    char modality[AMC_NAME_MAX];      /* of the query */
+    double started;                   /* request start, CLOCK_MONOTONIC seconds */
+    double queued;
+    ama_done_fn done;
+    void *cls;
+};
 
 struct ama_batcher_ {
     ama_ctx *ctx;
     long window_us;
     pthread_mutex_t lock;
-    pthread_cond_t done;
-    group *open;
+    pthread_cond_t wake;
+    ama_search_job *head, *tail;
+    int stopping;
+    int n_workers;                    /* threads started; 0 when batching is disabled */
+    pthread_t workers[WORKERS_MAX];
 };
 
-ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us)
+static int same_group(const ama_search_job *a, const ama_search_job *b)
+{
+    return strcmp(a->collection, b->collection) == 0 &&
+           strcmp(a->target_name, b->target_name) == 0 && a->params.k == b->params.k &&
+           a->params.with_payload == b->params.with_payload &&
+           a->params.nprobe == b->params.nprobe && a->params.ef_search == b->params.ef_search;
+}
+
+void ama_search_job_free_(ama_search_job *job)
+{
+    if (job == NULL)
+        return;
+    ama_search_req_free_(&job->req);
+    free(job);
+}
+
+ama_search_job *ama_search_job_new_(const char *collection, ama_search_req_ *req,
+                                    const ami_search_params *params, const char *modality,
+                                    double started)
+{
+    ama_search_job *job = calloc(1, sizeof *job);
+    if (job == NULL)
+        return NULL;
+    snprintf(job->collection, sizeof job->collection, "%s", collection);
+    job->req = *req;
+    memset(req, 0, sizeof *req);
+    job->params = *params;
+    snprintf(job->target_name, sizeof job->target_name, "%s", params->target);
+    job->params.target = job->target_name;
+    job->params.filter = NULL;
+    snprintf(job->modality, sizeof job->modality, "%s", modality);
+    job->started = started;
+    return job;
+}
+
+/* Sends every job of a failed group its error. */
+static void fail_group(ama_search_job **jobs, int n, amc_status st, const amc_error *err)
+{
+    ama_fail_ f;
+    ama_fail_from_status_(&f, st, err);
+    if (f.status == 404)
+        f.code = "collection_not_found";
+    for (int i = 0; i < n; i++) {
+        ama_response resp;
+        ama_error_response(&resp, f.status, f.code, "%s", f.msg);
+        jobs[i]->done(jobs[i]->cls, &resp);
+    }
+}
+
+/* Runs one group of compatible jobs through one ami_search() and sends each job its response. */
+static void run_group(ama_batcher_ *b, ama_search_job **jobs, int n)
+{
+    ami_query *queries = calloc((size_t)n, sizeof *queries);
+    ami_result *results = calloc((size_t)n, sizeof *results);
+    amc_error err;
+    if (queries == NULL || results == NULL) {
+        amc_error_set(&err, AMC_ENOMEM, "out of memory batching %d searches", n);
+        fail_group(jobs, n, AMC_ENOMEM, &err);
+        free(queries);
+        free(results);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        queries[i].modality = jobs[i]->modality;
+        queries[i].embedding = jobs[i]->req.queries[0].data;
+        queries[i].seq = jobs[i]->req.queries[0].seq;
+    }
+
+    double t0 = ama_now_s_();
+    amc_status st = ami_search(b->ctx->store, jobs[0]->collection, queries, n, &jobs[0]->params,
+                               results, &err);
+    ams_metric_observe(b->ctx->m_search_seconds, "", ama_now_s_() - t0);
+    ams_metric_observe(b->ctx->m_batch_size, "", (double)n);
+    if (st != AMC_OK) {
+        fail_group(jobs, n, st, &err);
+    } else {
+        for (int i = 0; i < n; i++) {
+            ama_response resp;
+            ama_search_response_(&resp, &results[i], jobs[i]->params.with_payload,
+                                 jobs[i]->started);
+            jobs[i]->done(jobs[i]->cls, &resp);
+        }
+        ami_results_free(results, n);
+    }
+    free(queries);
+    free(results);
+}
+
+/* Groups the taken jobs by parameters and runs each group; frees every job. */
+static void run_round(ama_batcher_ *b, ama_search_job **jobs, int n)
+{
+    ama_search_job *group[TAKE_MAX];
+    int used[TAKE_MAX] = {0};
+    for (int i = 0; i < n; i++) {
+        if (used[i])
+            continue;
+        int g = 0;
+        for (int j = i; j < n; j++) {
+            if (!used[j] && same_group(jobs[i], jobs[j])) {
+                group[g++] = jobs[j];
+                used[j] = 1;
+            }
+        }
+        run_group(b, group, g);
+    }
+    for (int i = 0; i < n; i++)
+        ama_search_job_free_(jobs[i]);
+}
+
+/* Waits, with the lock held, until the oldest job is window_us old or shutdown begins.
+ * Returns 0 when another worker took the queue meanwhile. */
+static int wait_for_window(ama_batcher_ *b)
+{
+    for (;;) {
+        if (b->head == NULL)
+            return 0;
+        double due = b->head->queued + (double)b->window_us * 1e-6;
+        double now = ama_now_s_();
+        if (now >= due || b->stopping)
+            return 1;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double wait = due - now;
+        ts.tv_sec += (time_t)wait;
+        ts.tv_nsec += (long)((wait - floor(wait)) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&b->wake, &b->lock, &ts);
+    }
+}
+
+static void *batcher_main(void *arg)
+{
+    ama_batcher_ *b = arg;
+    ama_search_job *taken[TAKE_MAX];
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        while (b->head == NULL && !b->stopping)
+            pthread_cond_wait(&b->wake, &b->lock);
+        if (b->head == NULL)
+            break; /* stopping with nothing queued */
+        if (!wait_for_window(b))
+            continue;
+
+        int n = 0;
+        while (b->head != NULL && n < TAKE_MAX) {
+            taken[n++] = b->head;
+            b->head = b->head->next;
+        }
+        if (b->head == NULL)
+            b->tail = NULL;
+        pthread_mutex_unlock(&b->lock);
+        run_round(b, taken, n);
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us, int n_workers)
 {
     ama_batcher_ *b = calloc(1, sizeof *b);
     if (b == NULL)
@@ -47,7 +219,20 @@ ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us)
     b->ctx = ctx;
     b->window_us = window_us;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->done, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (n_workers > WORKERS_MAX)
+        n_workers = WORKERS_MAX;
+    for (int i = 0; window_us > 0 && i < n_workers; i++) {
+        if (pthread_create(&b->workers[i], NULL, batcher_main, b) != 0) {
+            ama_batcher_free_(b);
+            return NULL;
+        }
+        b->n_workers++;
+    }
     return b;
 }
 
@@ -55,123 +240,34 @@ void ama_batcher_free_(ama_batcher_ *b)
 {
     if (b == NULL)
         return;
-    pthread_cond_destroy(&b->done);
+    /* The workers drain what is queued, answering every job, before they exit. */
+    pthread_mutex_lock(&b->lock);
+    b->stopping = 1;
+    pthread_cond_broadcast(&b->wake);
+    pthread_mutex_unlock(&b->lock);
+    for (int i = 0; i < b->n_workers; i++)
+        pthread_join(b->workers[i], NULL);
+    pthread_cond_destroy(&b->wake);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
 
-static int same_params(const group *g, const char *collection, const ami_search_params *p)
+int ama_batcher_enabled_(const ama_batcher_ *b)
 {
-    return strcmp(g->collection, collection) == 0 && strcmp(g->target, p->target) == 0 &&
-           g->params.k == p->k && g->params.with_payload == p->with_payload &&
-           g->params.nprobe == p->nprobe && g->params.ef_search == p->ef_search;
+    return b->n_workers > 0;
 }
 
-/* Runs a closed group's queries and records the per-query outcome; no lock held. */
-static void run_group(ama_batcher_ *b, group *g)
+void ama_batcher_enqueue_(ama_batcher_ *b, ama_search_job *job, ama_done_fn done, void *cls)
 {
-    double t0 = ama_now_s_();
-    g->status = ami_search(b->ctx->store, g->collection, g->queries, g->n, &g->params,
-                           g->results, &g->err);
-    ams_metric_observe(b->ctx->m_search_seconds, "", ama_now_s_() - t0);
-    ams_metric_observe(b->ctx->m_batch_size, "", (double)g->n);
-}
-
-/* Finds an open group to join or opens one; returns it with a reference taken and the query
- * added at *slot. *leader is 1 when the caller opened it. Called with the lock held. */
-static group *join_group(ama_batcher_ *b, const char *collection, const ami_query *query,
-                         const ami_search_params *params, int *slot, int *leader)
-{
-    for (group *g = b->open; g != NULL; g = g->next) {
-        if (g->n < GROUP_MAX && same_params(g, collection, params)) {
-            *slot = g->n;
-            g->queries[g->n++] = *query;
-            g->refs++;
-            *leader = 0;
-            return g;
-        }
-    }
-    group *g = calloc(1, sizeof *g);
-    if (g == NULL)
-        return NULL;
-    snprintf(g->collection, sizeof g->collection, "%s", collection);
-    snprintf(g->target, sizeof g->target, "%s", params->target);
-    g->params = *params;
-    g->params.target = g->target;
-    g->params.filter = NULL;
-    g->queries[0] = *query;
-    g->n = 1;
-    g->refs = 1;
-    g->next = b->open;
-    b->open = g;
-    *slot = 0;
-    *leader = 1;
-    return g;
-}
-
-static void close_group(ama_batcher_ *b, group *g)
-{
-    for (group **p = &b->open; *p != NULL; p = &(*p)->next) {
-        if (*p == g) {
-            *p = g->next;
-            break;
-        }
-    }
-    g->next = NULL;
-}
-
-/* Moves the caller's result out of the group and drops its reference. Lock held. */
-static amc_status leave_group(group *g, int slot, ami_result *result, amc_error *err)
-{
-    amc_status st = g->status;
-    if (st == AMC_OK) {
-        *result = g->results[slot];
-        memset(&g->results[slot], 0, sizeof g->results[slot]);
-    } else if (err != NULL) {
-        *err = g->err;
-    }
-    if (--g->refs == 0)
-        free(g);
-    return st;
-}
-
-amc_status ama_batcher_search_(ama_batcher_ *b, const char *collection, const ami_query *query,
-                               const ami_search_params *params, ami_result *result,
-                               amc_error *err)
-{
-    memset(result, 0, sizeof *result);
-    if (b->window_us <= 0 || params->filter != NULL) {
-        double t0 = ama_now_s_();
-        amc_status st = ami_search(b->ctx->store, collection, query, 1, params, result, err);
-        ams_metric_observe(b->ctx->m_search_seconds, "", ama_now_s_() - t0);
-        ams_metric_observe(b->ctx->m_batch_size, "", 1);
-        return st;
-    }
-
-    int slot, leader;
+    job->done = done;
+    job->cls = cls;
+    job->queued = ama_now_s_();
     pthread_mutex_lock(&b->lock);
-    group *g = join_group(b, collection, query, params, &slot, &leader);
-    if (g == NULL) {
-        pthread_mutex_unlock(&b->lock);
-        return amc_error_set(err, AMC_ENOMEM, "out of memory batching the search");
-    }
-    if (leader) {
-        /* Collect followers for one window, then run the whole group. */
-        pthread_mutex_unlock(&b->lock);
-        struct timespec ts = {0, b->window_us * 1000L};
-        nanosleep(&ts, NULL);
-        pthread_mutex_lock(&b->lock);
-        close_group(b, g);
-        pthread_mutex_unlock(&b->lock);
-        run_group(b, g);
-        pthread_mutex_lock(&b->lock);
-        g->done = 1;
-        pthread_cond_broadcast(&b->done);
-    } else {
-        while (!g->done)
-            pthread_cond_wait(&b->done, &b->lock);
-    }
-    amc_status st = leave_group(g, slot, result, err);
+    if (b->tail != NULL)
+        b->tail->next = job;
+    else
+        b->head = job;
+    b->tail = job;
+    pthread_cond_signal(&b->wake);
     pthread_mutex_unlock(&b->lock);
-    return st;
 }

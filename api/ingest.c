@@ -7,7 +7,7 @@
  *
  * A bad record (malformed JSON, wrong dimension, unknown modality, ...) is rejected with its
  * line or record number and the reason, and the ingest goes on. A store failure (disk full,
- * I/O) stops the ingest: points committed before it stay committed and the response says how
+ * I/O) stops the ingest: points committed before it stay committed and the response gives how
  * many. A corrupt binary record header also stops it, because the stream cannot be resynced. */
 #include "api/internal.h"
 
@@ -121,8 +121,10 @@ static int commit(ama_ingest *ing)
     if (st != AMC_OK && st != AMC_EINVAL) {
         ing->failed = 1;
         ama_fail_from_status_(&ing->fail, st, &err);
+        char qerr[AMC_ERROR_MSG_MAX * 2];
         AMS_LOG_LIMITED(AMS_LOG_ERROR, "ingest_failed", "collection=%s record=%ld error=%s",
-                        ing->info.spec.name, ing->record, err.msg);
+                        ing->info.spec.name, ing->record,
+                        ams_log_quote(qerr, sizeof qerr, err.msg));
     }
     ing->accepted += committed;
     ing->batches++;
@@ -429,6 +431,11 @@ void ama_ingest_finish(ama_ingest *ing, ama_response *resp)
     resp->status = 200;
     resp->body_len = strlen(resp->body);
     resp->content_type = "application/json";
+}
+
+long ama_ingest_accepted(const ama_ingest *ing)
+{
+    return ing->accepted;
 }
 
 void ama_ingest_free(ama_ingest *ing)

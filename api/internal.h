@@ -125,18 +125,26 @@ struct ama_ctx {
         *m_ingest_lines, *m_reloads;
 };
 
-/* Search micro-batcher: searches submitted within window_us of each other with the same
- * collection and parameters share one ami_search() call. */
+/* Search micro-batcher (api/batch.c): queued searches with the same collection and parameters
+ * share one ami_search() call, run by one of n_workers threads. With a window of 0 it starts
+ * no thread and is disabled. */
 typedef struct ama_batcher_ ama_batcher_;
 
-ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us);
+ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us, int n_workers);
 void ama_batcher_free_(ama_batcher_ *b);
+int ama_batcher_enabled_(const ama_batcher_ *b);
+void ama_batcher_enqueue_(ama_batcher_ *b, ama_search_job *job, ama_done_fn done, void *cls);
 
-/* Runs one search through the batcher (or directly when the window is 0 or a filter is set):
- * fills *result (caller frees with ami_results_free(result, 1)). */
-amc_status ama_batcher_search_(ama_batcher_ *b, const char *collection, const ami_query *query,
-                               const ami_search_params *params, ami_result *result,
-                               amc_error *err);
+/* Creates a job that takes the queries of *req (left empty) and copies params (filter must
+ * be NULL). modality is the query's modality name. NULL when out of memory. */
+ama_search_job *ama_search_job_new_(const char *collection, ama_search_req_ *req,
+                                    const ami_search_params *params, const char *modality,
+                                    double started);
+void ama_search_job_free_(ama_search_job *job);
+
+/* Fills *resp with the ok envelope of one search result. */
+void ama_search_response_(ama_response *resp, const ami_result *result, int with_payload,
+                          double started);
 
 double ama_now_s_(void);
 

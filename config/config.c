@@ -8,6 +8,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,7 @@ typedef struct opt_def {
     opt_type type;
     size_t offset;          /* of the field in amcfg_config */
     const char *def;        /* default, in text form */
-    int64_t min, max;       /* bounds of OPT_INT; for OPT_STRING the max length is AMCFG_STR_MAX-1 */
+    int64_t min, max;       /* bounds of OPT_INT; strings are limited to AMCFG_STR_MAX - 1 */
     const char *unit;
     int secret;             /* never printed or logged */
     const char *help;
@@ -45,7 +46,8 @@ static const opt_def options[] = {
     {"connection_timeout", OPT_INT, FIELD(connection_timeout_s), "30", 1, 3600, "seconds", 0,
      "close a connection idle for this long"},
     {"request_timeout", OPT_INT, FIELD(request_timeout_ms), "30000", 1, 3600000, "milliseconds",
-     0, "give up on a request (503) that has not finished this long after it started"},
+     0, "return 503 for a request whose body has not arrived this long after it started; "
+     "also bounds the drain of in-flight requests at shutdown"},
     {"max_body", OPT_INT, FIELD(max_body_bytes), "67108864", 1024, 16 * GIB, "bytes", 0,
      "largest request body accepted; larger bodies get 413"},
     {"ingest_batch", OPT_INT, FIELD(ingest_batch), "1000", 1, 1000000, "points", 0,
@@ -55,7 +57,7 @@ static const opt_def options[] = {
     {"max_k", OPT_INT, FIELD(max_k), "1000", 1, 100000, "results", 0,
      "largest k a search may request"},
     {"admin_token", OPT_STRING, FIELD(admin_token), "", 0, 0, "secret", 1,
-     "bearer token for /admin routes; admin routes answer 401 while no token is set"},
+     "bearer token for /admin routes; admin routes return 401 while no token is set"},
     {"admin_token_file", OPT_STRING, FIELD(admin_token_file), "", 0, 0, "path", 0,
      "file whose first line is the admin token (used when admin_token is empty)"},
     {"log_level", OPT_LEVEL, FIELD(log_level), "info", AMCFG_LOG_DEBUG, AMCFG_LOG_ERROR, "level",
@@ -179,8 +181,9 @@ static amc_status apply_json_item(amcfg_config *cfg, const cJSON *item, const ch
         if (!cJSON_IsNumber(item))
             return amc_error_set(err, AMC_EINVAL, "%s: key '%s' must be an integer (%s)",
                                  source, o->name, o->unit);
+        /* Check the range before the cast, which is undefined for huge or infinite values. */
         double v = item->valuedouble;
-        if (v != (double)(int64_t)v || v < -9.2e18 || v > 9.2e18)
+        if (!isfinite(v) || v < -9.2e18 || v > 9.2e18 || v != floor(v))
             return amc_error_set(err, AMC_EINVAL, "%s: key '%s': %g is not an integer (%s)",
                                  source, o->name, v, o->unit);
         char text[32];
@@ -320,7 +323,7 @@ amc_status amcfg_finish(amcfg_config *cfg, amc_error *err)
     cfg->admin_token[n] = '\0';
     free(text);
     if (n == 0)
-        return amc_error_set(err, AMC_EINVAL, "option 'admin_token_file': %s holds no token",
+        return amc_error_set(err, AMC_EINVAL, "option 'admin_token_file': %s contains no token",
                              cfg->admin_token_file);
     return AMC_OK;
 }

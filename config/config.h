@@ -32,13 +32,13 @@ typedef struct amcfg_config {
     int64_t threads;                    /* HTTP worker threads */
     int64_t max_connections;            /* concurrent TCP connections */
     int64_t connection_timeout_s;       /* idle keep-alive connection timeout */
-    int64_t request_timeout_ms;         /* deadline for one request, from its first byte */
+    int64_t request_timeout_ms;         /* deadline for a request body, from its first byte */
     int64_t max_body_bytes;             /* request body size cap */
     int64_t ingest_batch;               /* NDJSON lines per LMDB commit during ingest */
     int64_t batch_window_us;            /* search micro-batching window; 0 disables */
     int64_t max_k;                      /* largest k a search may ask for */
     char admin_token[AMCFG_STR_MAX];    /* bearer token of /admin routes (secret) */
-    char admin_token_file[AMCFG_STR_MAX]; /* file holding the admin token */
+    char admin_token_file[AMCFG_STR_MAX]; /* file containing the admin token */
     int64_t log_level;                  /* an amcfg_log_level */
     int64_t snapshot_interval_s;        /* periodic index snapshots; 0 disables */
 } amcfg_config;

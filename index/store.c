@@ -2,11 +2,12 @@
  * transaction runner that grows the map, snapshots, connector reloads and shared helpers.
  *
  * Locking. write_mutex serialises every write call, so at most one LMDB write transaction and
- * one index change run at a time. The rwlock `lock` is held shared by every reader for the
- * whole of its call (including its LMDB read transaction) and exclusively by the writer while
- * it changes the collection table or an index, or resizes the LMDB map (mdb_env_set_mapsize()
- * needs no transaction open in the process). The lock prefers writers, so a stream of
- * searches cannot starve ingest. */
+ * one index change run at a time. Every reader holds the rwlock `lock` shared for the whole
+ * of its call, including its LMDB read transaction. The writer holds it exclusively while it
+ * changes the collection table or an index, or resizes the LMDB map, because
+ * mdb_env_set_mapsize() needs no transaction open in the process. The lock prefers writers,
+ * so a stream of searches cannot starve ingest. The background builder (store_build.c) takes
+ * write_mutex only to start and to finish a build. */
 #include "index/store_internal.h"
 
 #include <errno.h>
@@ -20,6 +21,7 @@
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
 #define DEFAULT_MAP_SIZE_MAX ((size_t)1 << 40)
 #define DEFAULT_TOMBSTONE_RATIO 0.2
+#define DEFAULT_SNAPSHOT_EVERY 100000
 #define MAX_READERS 1024
 
 /* ---------------------------------------------------------------------------------------
@@ -342,6 +344,7 @@ static amc_status load_state(ami_store *st, amc_error *err)
         return ami_lmdb_status_(rc, "read sequence", err);
     }
     atomic_store((_Atomic uint64_t *)&st->seq, seq);
+    st->snapshot_seq = seq;
     s = ami_colls_load_(st, txn, err);
     mdb_txn_abort(txn);
     return s;
@@ -349,6 +352,7 @@ static amc_status load_state(ami_store *st, amc_error *err)
 
 static void free_store(ami_store *st)
 {
+    ami_builder_stop_(st);
     for (int i = 0; i < st->n_colls; i++)
         ami_coll_free_(st->colls[i]);
     for (int i = 0; i < st->n_ws; i++)
@@ -358,6 +362,8 @@ static void free_store(ami_store *st)
     pthread_mutex_destroy(&st->write_mutex);
     pthread_rwlock_destroy(&st->lock);
     pthread_mutex_destroy(&st->ws_mutex);
+    pthread_mutex_destroy(&st->build_mutex);
+    pthread_cond_destroy(&st->build_cond);
     free(st);
 }
 
@@ -371,6 +377,8 @@ static void apply_defaults(ami_store_options *opts)
         opts->map_size = opts->map_size_max;
     if (!(opts->tombstone_ratio > 0.0))
         opts->tombstone_ratio = DEFAULT_TOMBSTONE_RATIO;
+    if (opts->snapshot_every == 0)
+        opts->snapshot_every = DEFAULT_SNAPSHOT_EVERY;
 }
 
 static ami_store *new_store(const char *dir, const amc_connector *conn,
@@ -393,6 +401,9 @@ static ami_store *new_store(const char *dir, const amc_connector *conn,
     pthread_rwlockattr_destroy(&attr);
     pthread_mutex_init(&st->write_mutex, NULL);
     pthread_mutex_init(&st->ws_mutex, NULL);
+    pthread_mutex_init(&st->build_mutex, NULL);
+    pthread_cond_init(&st->build_cond, NULL);
+    st->build_floor = UINT64_MAX;
     return st;
 }
 
@@ -428,6 +439,8 @@ amc_status ami_store_open(ami_store **out, const char *dir, const amc_connector 
             s = ami_reproject_(st, st->colls[i], conn, st->colls[i]->conn_mod, err);
     if (s == AMC_OK)
         s = ami_indices_recover_(st, err);
+    if (s == AMC_OK)
+        s = ami_builder_start_(st, err);
     if (s != AMC_OK) {
         free_store(st);
         return s;
@@ -440,6 +453,7 @@ void ami_store_close(ami_store *st)
 {
     if (st == NULL)
         return;
+    ami_builder_stop_(st);
     if (!st->opts.read_only_snapshots) {
         amc_error err = {0};
         if (ami_store_snapshot(st, &err) != AMC_OK)
@@ -517,10 +531,14 @@ amc_status ami_store_snapshot(ami_store *st, amc_error *err)
                 floor = coll->idx[m].snapshot_seq;
         }
     }
+    if (st->build_floor < floor)
+        floor = st->build_floor;
     if (s == AMC_OK) {
         prune_ctx pc = {st, floor};
         s = ami_write_txn_(st, prune_oplog, &pc, err);
     }
+    if (s == AMC_OK)
+        st->snapshot_seq = ami_store_seq(st);
     pthread_mutex_unlock(&st->write_mutex);
     return s;
 }
@@ -529,10 +547,11 @@ amc_status ami_store_snapshot(ami_store *st, amc_error *err)
  * Connector reload
  * --------------------------------------------------------------------------------------- */
 
-/* Re-projects every collection for conn and builds its new indices into fresh[]. */
+/* Re-projects every collection for conn and builds its new indices into fresh[];
+ * *reprojected counts the collections whose LMDB vectors now come from conn. */
 static amc_status prepare_reload(ami_store *st, const amc_connector *conn,
                                  int conn_mod[][AMC_MAX_MODALITIES], FaissIndex **fresh,
-                                 amc_error *err)
+                                 int *reprojected, amc_error *err)
 {
     for (int i = 0; i < st->n_colls; i++) {
         amc_status s = ami_coll_bind_(st, conn, st->colls[i], conn_mod[i], err);
@@ -542,6 +561,7 @@ static amc_status prepare_reload(ami_store *st, const amc_connector *conn,
     for (int i = 0; i < st->n_colls; i++) {
         ami_coll_ *coll = st->colls[i];
         amc_status s = ami_reproject_(st, coll, conn, conn_mod[i], err);
+        *reprojected += s == AMC_OK;
         for (int m = 0; s == AMC_OK && m < coll->spec.n_modalities; m++)
             s = ami_index_build_(st, coll, m, conn, conn_mod[i],
                                  &fresh[i * AMC_MAX_MODALITIES + m], err);
@@ -561,8 +581,9 @@ amc_status ami_store_reload(ami_store *st, const amc_connector *conn, amc_error 
      * old ones. */
     int (*conn_mod)[AMC_MAX_MODALITIES] = calloc(256, sizeof *conn_mod);
     FaissIndex **fresh = calloc((size_t)256 * AMC_MAX_MODALITIES, sizeof *fresh);
+    int reprojected = 0;
     amc_status s = fresh != NULL && conn_mod != NULL
-                       ? prepare_reload(st, conn, conn_mod, fresh, err)
+                       ? prepare_reload(st, conn, conn_mod, fresh, &reprojected, err)
                        : amc_error_set(err, AMC_ENOMEM, "out of memory in reload");
 
     /* Switch the connector and every index at once. */
@@ -580,8 +601,11 @@ amc_status ami_store_reload(ami_store *st, const amc_connector *conn, amc_error 
         }
         pthread_rwlock_unlock(&st->lock);
     }
-    /* TODO: when a later collection fails, the earlier ones already hold vectors of the new
-     * connector in LMDB; the next open with the old connector re-projects them back. */
+    /* On failure, collections already re-projected go back to the old connector's vectors
+     * (their indices were never swapped). Should that fail too, the next open re-projects
+     * them, because their recorded fingerprint differs from the connector's. */
+    for (int i = 0; s != AMC_OK && i < reprojected; i++)
+        ami_reproject_(st, st->colls[i], st->conn, st->colls[i]->conn_mod, NULL);
     for (int i = 0; fresh != NULL && i < 256 * AMC_MAX_MODALITIES; i++)
         faiss_Index_free(fresh[i]);
     free(fresh);

@@ -9,8 +9,11 @@
  *
  * FAISS indices, one per (collection, modality), are derived data. Snapshot files in
  * <dir>/snapshots/ record the sequence number they contain; ami_store_open() loads them and
- * replays later operations from LMDB, or rebuilds an index from LMDB when its snapshot is
- * missing, stale, corrupt or made with another connector.
+ * replays later operations from LMDB. An index whose snapshot is missing, stale, corrupt or
+ * made with another connector is rebuilt from LMDB by a background thread. Until it is done,
+ * searches of that index scan the stored vectors exactly and ami_store_ready() returns 0.
+ * The same thread rebuilds HNSW indices with too many deleted entries and trains IVF
+ * indices once enough vectors are stored.
  *
  * Points. A point is an external id (1..AMI_ID_MAX bytes, any bytes but NUL) with an optional
  * JSON payload and one embedding per modality of its collection (any subset of them). Upserting
@@ -65,6 +68,8 @@ typedef struct ami_store_options {
     double tombstone_ratio;      /* rebuild an index that cannot remove ids (HNSW) once deleted
                                     entries exceed this fraction of it; default 0.2 */
     int read_only_snapshots;     /* 1: ami_store_close() writes no snapshots (tests) */
+    uint64_t snapshot_every;     /* operations between automatic snapshots, which also prune
+                                    the operation log; default 100000 */
 } ami_store_options;
 
 /* Opens (creating when absent) the store in directory dir, which must exist, with connector
@@ -89,18 +94,19 @@ void ami_store_close(ami_store *st);
  * snapshot. On error the previous snapshot files stay in place. */
 amc_status ami_store_snapshot(ami_store *st, amc_error *err);
 
-/* Switches the store to connector conn (borrowed, as in ami_store_open()): every collection
- * is re-projected from its raw embeddings into new indices, which replace the old ones
- * atomically for searches; the collections then record conn's fingerprint. Writes wait
- * meanwhile. On error the store keeps serving with the previous connector.
- * TODO: build the new index versions in a background thread. */
+/* Switches the store to connector conn (borrowed, as in ami_store_open()). Every collection
+ * is re-projected from its raw embeddings and new indices are built while searches go on
+ * with the old ones. Then the connector and all indices switch at once, and the collections
+ * record conn's fingerprint. Writes wait meanwhile. On error the store keeps serving with
+ * the previous connector and the caller still owns conn.
+ * TODO: run this in a background thread so that the caller need not wait. */
 amc_status ami_store_reload(ami_store *st, const amc_connector *conn, amc_error *err);
 
 /* Returns the connector in use (borrowed; valid until the next ami_store_reload() returns). */
 const amc_connector *ami_store_connector(const ami_store *st);
 
-/* Returns 1 when every index is caught up with LMDB and searchable, 0 while one is being
- * rebuilt or trained. */
+/* Returns 1 when every index is built and caught up with LMDB, 0 while a background build
+ * is queued or running. Searches still run meanwhile, on the old index or an exact scan. */
 int ami_store_ready(ami_store *st);
 
 /* Last operation sequence number committed to LMDB (0 for an empty store). */

@@ -156,7 +156,7 @@ static amc_status parse_def(const char *name, const MDB_val *v, ami_coll_ *coll,
                          cJSON_GetObjectItemCaseSensitive(root, "fingerprint")) == 0 &&
              strlen(name) < AMI_NAME_MAX;
     if (ok) {
-        snprintf(coll->spec.name, sizeof coll->spec.name, "%s", name);
+        memcpy(coll->spec.name, name, strlen(name) + 1);
         coll->cid = (uint32_t)cid->valuedouble;
         coll->spec.n_modalities = cJSON_GetArraySize(mods);
     }

@@ -17,12 +17,16 @@
  *
  * Snapshot file <dir>/snapshots/c<cid>-m<modality>.snap: a 64-byte header (magic
  * "AMISNAP1", u32 version, u32 dim, u64 seq, u64 tombstones, u64 ntotal, 16-byte connector
- * fingerprint, 8 bytes reserved), then the FAISS index as faiss_write_index() writes it. The
- * snapshot contains every operation up to seq. */
+ * fingerprint, u64 FNV-1a checksum of the rest), then the FAISS index as faiss_write_index()
+ * writes it. The snapshot contains every operation up to seq. The checksum is verified before
+ * FAISS reads the index, because faiss::read_index leaks memory on malformed input (seen with
+ * Debian's FAISS 1.7.3). */
 #include "index/store_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +44,7 @@ typedef struct snap_header {
     uint64_t dead;
     uint64_t ntotal;
     char fingerprint[16];
-    char reserved[8];
+    uint64_t checksum;           /* FNV-1a 64 of every byte after the header */
 } snap_header;
 
 /* ---------------------------------------------------------------------------------------
@@ -67,7 +71,7 @@ amc_status ami_index_init_(ami_index_ *idx, const char *spec, int dim, amc_error
     if (starts_with(spec, "IVF"))
         idx->nlist = atoi(spec + 3);
 
-    /* Building the empty index checks the spec and tells whether it needs training. */
+    /* Building the empty index checks the spec and shows whether it needs training. */
     FaissIndex *probe = NULL;
     if (faiss_index_factory(&probe, dim, idx->factory, METRIC_INNER_PRODUCT) != 0) {
         const char *msg = faiss_get_last_error();
@@ -97,7 +101,7 @@ void ami_index_destroy_(ami_index_ *idx)
 int ami_index_searchable_(const ami_coll_ *coll, int m)
 {
     const ami_index_ *idx = &coll->idx[m];
-    if (idx->broken)
+    if (idx->broken || idx->building)
         return 0;
     return idx->faiss != NULL ||
            (idx->needs_training && coll->stats.vectors[m] < idx->train_min);
@@ -107,36 +111,30 @@ int ami_index_searchable_(const ami_coll_ *coll, int m)
  * Building from LMDB
  * --------------------------------------------------------------------------------------- */
 
-/* Reads every stored vector of (coll, m): *vids [n] and *x [n, dim], malloc'd. */
-static amc_status read_vectors(ami_store *st, const ami_coll_ *coll, int m, int dim,
-                               int64_t **vids, float **x, size_t *n, amc_error *err)
+amc_status ami_vectors_read_(ami_store *st, MDB_txn *txn, uint32_t cid, int m, int dim,
+                             int64_t **vids, float **x, size_t *n, amc_error *err)
 {
     *vids = NULL;
     *x = NULL;
     *n = 0;
-    MDB_txn *txn;
-    amc_status s = ami_read_begin_(st, &txn, err);
-    if (s != AMC_OK)
-        return s;
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, st->db_vecs, &cur);
-    if (rc != 0) {
-        mdb_txn_abort(txn);
+    if (rc != 0)
         return ami_lmdb_status_(rc, "open vector cursor", err);
-    }
 
     unsigned char prefix[5];
-    ami_put_be32_(prefix, coll->cid);
+    ami_put_be32_(prefix, cid);
     prefix[4] = (unsigned char)m;
     MDB_val k = {sizeof prefix, prefix}, v;
     size_t cap = 0, row = sizeof(float) * (size_t)dim;
+    amc_status s = AMC_OK;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size != 13 || memcmp(k.mv_data, prefix, sizeof prefix) != 0)
             break;
         if (v.mv_size != 8 + row) {
-            s = amc_error_set(err, AMC_EFORMAT, "collection %s: stored vector has %zu bytes, "
-                              "expected %zu", coll->spec.name, v.mv_size, 8 + row);
+            s = amc_error_set(err, AMC_EFORMAT, "stored vector has %zu bytes, expected %zu",
+                              v.mv_size, 8 + row);
             break;
         }
         if (*n == cap) {
@@ -156,7 +154,6 @@ static amc_status read_vectors(ami_store *st, const ami_coll_ *coll, int m, int 
         (*n)++;
     }
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
     if (s == AMC_OK && rc != 0 && rc != MDB_NOTFOUND)
         s = ami_lmdb_status_(rc, "read vectors", err);
     if (s != AMC_OK) {
@@ -168,23 +165,56 @@ static amc_status read_vectors(ami_store *st, const ami_coll_ *coll, int m, int 
     return s;
 }
 
-static amc_status faiss_status(const char *what, const ami_coll_ *coll, int m, amc_error *err)
+static amc_status faiss_status(const char *what, amc_error *err)
 {
     const char *msg = faiss_get_last_error();
-    return amc_error_set(err, AMC_EINTERNAL, "FAISS %s failed for collection %s modality %s: %s",
-                         what, coll->spec.name, coll->spec.modalities[m],
+    return amc_error_set(err, AMC_EINTERNAL, "FAISS %s failed: %s", what,
                          msg != NULL ? msg : "unknown error");
 }
 
-static int add_chunked(FaissIndex *faiss, size_t n, const float *x, const int64_t *vids, int dim)
+amc_status ami_faiss_build_(const ami_build_spec_ *spec, size_t n, const float *x,
+                            const int64_t *vids, const atomic_int *cancel, FaissIndex **out,
+                            amc_error *err)
 {
-    for (size_t i = 0; i < n; i += ADD_CHUNK) {
+    *out = NULL;
+
+    /* An index that needs training stays absent until enough vectors exist. */
+    if (spec->needs_training && n < spec->train_min)
+        return AMC_OK;
+    FaissIndex *faiss = NULL;
+    amc_status s = AMC_OK;
+    if (faiss_index_factory(&faiss, spec->dim, spec->factory, METRIC_INNER_PRODUCT) != 0)
+        s = faiss_status("index_factory", err);
+    if (s == AMC_OK && spec->needs_training && faiss_Index_train(faiss, (idx_t)n, x) != 0)
+        s = faiss_status("train", err);
+
+    /* Chunks keep a cancelled build (store closing) short. */
+    for (size_t i = 0; s == AMC_OK && i < n; i += ADD_CHUNK) {
         size_t part = n - i < ADD_CHUNK ? n - i : ADD_CHUNK;
-        int rc = faiss_Index_add_with_ids(faiss, (idx_t)part, x + i * (size_t)dim, vids + i);
-        if (rc != 0)
-            return rc;
+        if (cancel != NULL && atomic_load(cancel))
+            s = amc_error_set(err, AMC_EBUSY, "index build cancelled: the store is closing");
+        else if (faiss_Index_add_with_ids(faiss, (idx_t)part, x + i * (size_t)spec->dim,
+                                          vids + i) != 0)
+            s = faiss_status("add_with_ids", err);
     }
-    return 0;
+    if (s != AMC_OK) {
+        faiss_Index_free(faiss);
+        return s;
+    }
+    *out = faiss;
+    return AMC_OK;
+}
+
+void ami_build_spec_fill_(ami_build_spec_ *spec, const ami_coll_ *coll, int m, int dim)
+{
+    const ami_index_ *idx = &coll->idx[m];
+    spec->cid = coll->cid;
+    spec->m = m;
+    spec->dim = dim;
+    snprintf(spec->factory, sizeof spec->factory, "%s", idx->factory);
+    spec->needs_training = idx->needs_training;
+    spec->train_min = idx->train_min;
+    spec->can_remove = idx->can_remove;
 }
 
 amc_status ami_index_build_(ami_store *st, const ami_coll_ *coll, int m,
@@ -192,36 +222,25 @@ amc_status ami_index_build_(ami_store *st, const ami_coll_ *coll, int m,
                             amc_error *err)
 {
     *out = NULL;
-    const ami_index_ *idx = &coll->idx[m];
-    int dim = ami_index_dim_(conn, coll->spec.space, conn_mod[m]);
+    ami_build_spec_ spec;
+    ami_build_spec_fill_(&spec, coll, m, ami_index_dim_(conn, coll->spec.space, conn_mod[m]));
+    MDB_txn *txn;
+    amc_status s = ami_read_begin_(st, &txn, err);
+    if (s != AMC_OK)
+        return s;
     int64_t *vids;
     float *x;
     size_t n;
-    amc_status s = read_vectors(st, coll, m, dim, &vids, &x, &n, err);
-    if (s != AMC_OK)
-        return s;
-
-    /* An index that needs training stays absent until enough vectors exist. */
-    if (idx->needs_training && n < idx->train_min) {
-        free(vids);
-        free(x);
-        return AMC_OK;
-    }
-    FaissIndex *faiss = NULL;
-    if (faiss_index_factory(&faiss, dim, idx->factory, METRIC_INNER_PRODUCT) != 0)
-        s = faiss_status("index_factory", coll, m, err);
-    if (s == AMC_OK && idx->needs_training && faiss_Index_train(faiss, (idx_t)n, x) != 0)
-        s = faiss_status("train", coll, m, err);
-    if (s == AMC_OK && add_chunked(faiss, n, x, vids, dim) != 0)
-        s = faiss_status("add_with_ids", coll, m, err);
+    s = ami_vectors_read_(st, txn, coll->cid, m, spec.dim, &vids, &x, &n, err);
+    mdb_txn_abort(txn);
+    if (s == AMC_OK)
+        s = ami_faiss_build_(&spec, n, x, vids, NULL, out, err);
     free(vids);
     free(x);
-    if (s != AMC_OK) {
-        faiss_Index_free(faiss);
-        return s;
-    }
-    *out = faiss;
-    return AMC_OK;
+    if (s != AMC_OK)
+        amc_error_prefix(err, "collection %s modality %s", coll->spec.name,
+                         coll->spec.modalities[m]);
+    return s;
 }
 
 void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss)
@@ -235,18 +254,7 @@ void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss)
     idx->dirty = 1;
     idx->nprobe = 0;
     idx->ef_search = 0;
-}
-
-amc_status ami_index_rebuild_(ami_store *st, ami_coll_ *coll, int m, amc_error *err)
-{
-    FaissIndex *faiss = NULL;
-    amc_status s = ami_index_build_(st, coll, m, st->conn, coll->conn_mod, &faiss, err);
-    if (s != AMC_OK)
-        return s;
-    pthread_rwlock_wrlock(&st->lock);
-    ami_index_swap_(st, coll, m, faiss);
-    pthread_rwlock_unlock(&st->lock);
-    return AMC_OK;
+    idx->generation++;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -302,17 +310,16 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
                       const float *add_vecs, int n_del, const int64_t *del_vids)
 {
     ami_index_ *idx = &coll->idx[m];
-    if (idx->broken || (n_add == 0 && n_del == 0))
+    if (n_add == 0 && n_del == 0)
         return;
 
-    /* Not built yet: train and fill from LMDB once enough vectors are stored. */
+    /* No index (untrained, failed or being built): a build reads LMDB and replays the log,
+     * so these operations reach the index later. An IVF index is trained once enough
+     * vectors are stored. */
     if (idx->faiss == NULL) {
-        if (idx->needs_training && coll->stats.vectors[m] >= idx->train_min) {
-            amc_error err;
-            if (ami_index_rebuild_(st, coll, m, &err) != AMC_OK)
-                fprintf(stderr, "lvl=error event=index_train_failed collection=%s modality=%s "
-                        "error=\"%s\"\n", coll->spec.name, coll->spec.modalities[m], err.msg);
-        }
+        if (!idx->building && (idx->broken || (idx->needs_training &&
+                                               coll->stats.vectors[m] >= idx->train_min)))
+            ami_index_request_build_(st, coll, m);
         return;
     }
 
@@ -329,8 +336,10 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
         pthread_rwlock_unlock(&st->lock);
         goto done;
     }
-    memcpy(sorted_add, add_vids, sizeof(int64_t) * (size_t)n_add);
-    memcpy(sorted_del, del_vids, sizeof(int64_t) * (size_t)n_del);
+    if (n_add > 0)
+        memcpy(sorted_add, add_vids, sizeof(int64_t) * (size_t)n_add);
+    if (n_del > 0)
+        memcpy(sorted_del, del_vids, sizeof(int64_t) * (size_t)n_del);
     qsort(sorted_add, (size_t)n_add, sizeof(int64_t), cmp_i64);
     qsort(sorted_del, (size_t)n_del, sizeof(int64_t), cmp_i64);
     int kept = 0, kept_del = 0;
@@ -347,15 +356,13 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
             keep_del[kept_del++] = del_vids[i];
     apply_locked(st, coll, m, kept, keep_ids, keep_vecs, kept_del, keep_del);
 
-    /* Graph indices: rebuild once tombstones pass the configured share. */
-    if (idx->faiss != NULL && !idx->can_remove &&
-        (double)idx->dead > st->opts.tombstone_ratio * (double)faiss_Index_ntotal(idx->faiss)) {
-        amc_error err;
-        /* TODO: rebuild HNSW in a background thread; this blocks the writer meanwhile. */
-        if (ami_index_rebuild_(st, coll, m, &err) != AMC_OK)
-            fprintf(stderr, "lvl=error event=index_rebuild_failed collection=%s modality=%s "
-                    "error=\"%s\"\n", coll->spec.name, coll->spec.modalities[m], err.msg);
-    }
+    /* Graph indices are rebuilt in the background once tombstones pass the configured
+     * share; a failed update is rebuilt the same way. */
+    if (idx->broken ||
+        (idx->faiss != NULL && !idx->can_remove &&
+         (double)idx->dead > st->opts.tombstone_ratio * (double)faiss_Index_ntotal(idx->faiss)))
+        if (!idx->building)
+            ami_index_request_build_(st, coll, m);
 done:
     free(sorted_add);
     free(sorted_del);
@@ -371,6 +378,19 @@ done:
 void ami_snapshot_path_(const ami_store *st, uint32_t cid, int m, char *path, size_t size)
 {
     snprintf(path, size, "%s/snapshots/c%08x-m%d.snap", st->dir, (unsigned)cid, m);
+}
+
+/* FNV-1a 64 over the rest of f from its current position; -1 on a read error. */
+static int checksum_rest(FILE *f, uint64_t *out)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    unsigned char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ buf[i]) * 0x100000001b3ull;
+    *out = h;
+    return ferror(f) ? -1 : 0;
 }
 
 static int fsync_dir(const char *dir)
@@ -389,7 +409,7 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     ami_index_ *idx = &coll->idx[m];
     char tmp[4300];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
+    FILE *f = fopen(tmp, "w+b");
     if (f == NULL)
         return amc_error_set(err, AMC_EIO, "cannot create %s: %s", tmp, strerror(errno));
 
@@ -403,11 +423,15 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     h.ntotal = (uint64_t)faiss_Index_ntotal(idx->faiss);
     memcpy(h.fingerprint, coll->fingerprint, 16);
 
-    /* Temporary file, fsync, rename, fsync of the directory. */
+    /* Temporary file with the checksum filled in last, fsync, rename, fsync of the
+     * directory. */
     int ok = fwrite(&h, sizeof h, 1, f) == 1;
     pthread_rwlock_rdlock(&idx->param_lock);
     ok = ok && faiss_write_index(idx->faiss, f) == 0;
     pthread_rwlock_unlock(&idx->param_lock);
+    ok = ok && fflush(f) == 0 && fseek(f, (long)sizeof h, SEEK_SET) == 0 &&
+         checksum_rest(f, &h.checksum) == 0 && fseek(f, 0, SEEK_SET) == 0 &&
+         fwrite(&h, sizeof h, 1, f) == 1;
     ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
@@ -425,23 +449,38 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     return AMC_OK;
 }
 
+/* Rewrites the sequence in the header of an existing snapshot file; -1 when that fails. */
+static int restamp_snapshot(const char *path, uint64_t seq)
+{
+    int fd = open(path, O_RDWR);
+    if (fd < 0)
+        return -1;
+    int rc = pwrite(fd, &seq, sizeof seq, offsetof(snap_header, seq)) == sizeof seq &&
+                     fsync(fd) == 0
+                 ? 0
+                 : -1;
+    close(fd);
+    return rc;
+}
+
 amc_status ami_index_snapshot_(ami_store *st, ami_coll_ *coll, int m, amc_error *err)
 {
     ami_index_ *idx = &coll->idx[m];
     char path[4200];
     ami_snapshot_path_(st, coll->cid, m, path, sizeof path);
-    if (idx->broken) {
-        amc_status s = ami_index_rebuild_(st, coll, m, err);
-        if (s != AMC_OK)
-            return s;
-    }
+    if (idx->broken && !idx->building)
+        ami_index_request_build_(st, coll, m);
     if (idx->faiss == NULL) {
         unlink(path);
         idx->snapshot_seq = 0;
         return AMC_OK;
     }
-    if (!idx->dirty && access(path, F_OK) == 0)
+    /* Unchanged since its snapshot: the file stays, and its header moves to the current
+     * sequence so that pruning the log past its old sequence does not make it stale. */
+    if (!idx->dirty && restamp_snapshot(path, ami_store_seq(st)) == 0) {
+        idx->snapshot_seq = ami_store_seq(st);
         return AMC_OK;
+    }
     errno = 0;
     return write_snapshot_file(st, coll, m, path, err);
 }
@@ -461,11 +500,13 @@ static void load_snapshot(ami_store *st, ami_coll_ *coll, int m, uint64_t floor)
     if (f == NULL)
         return;
     snap_header h;
+    uint64_t sum = 0;
     FaissIndex *faiss = NULL;
     int ok = fread(&h, sizeof h, 1, f) == 1 && memcmp(h.magic, SNAP_MAGIC, 8) == 0 &&
              h.version == SNAP_VERSION && h.dim == (uint32_t)idx->dim &&
              memcmp(h.fingerprint, coll->fingerprint, 16) == 0 && h.seq <= ami_store_seq(st) &&
-             h.seq >= floor && faiss_read_index(f, 0, &faiss) == 0 &&
+             h.seq >= floor && checksum_rest(f, &sum) == 0 && sum == h.checksum &&
+             fseek(f, (long)sizeof h, SEEK_SET) == 0 && faiss_read_index(f, 0, &faiss) == 0 &&
              faiss_Index_d(faiss) == idx->dim &&
              (uint64_t)faiss_Index_ntotal(faiss) == h.ntotal;
     fclose(f);
@@ -574,7 +615,8 @@ static amc_status replay(ami_store *st, MDB_txn *txn, ami_coll_ *coll, int m, op
     if (l->n_del > 0) {
         int64_t *dels = malloc(sizeof(int64_t) * (size_t)l->n_del);
         int n_del = 0;
-        qsort(l->add, (size_t)l->n_add, sizeof(int64_t), cmp_i64);
+        if (l->n_add > 0)
+            qsort(l->add, (size_t)l->n_add, sizeof(int64_t), cmp_i64);
         for (int i = 0; dels != NULL && i < l->n_del; i++)
             if (!contains(l->add, l->n_add, l->del[i]))
                 dels[n_del++] = l->del[i];
@@ -618,6 +660,77 @@ static amc_status load_and_replay(ami_store *st, MDB_txn *txn, uint64_t floor, a
     return s;
 }
 
+amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
+                            uint64_t after, FaissIndex *faiss, uint64_t *dead, amc_error *err)
+{
+    /* The log after `after` for this index, as adds and deletes. */
+    op_list l = {0};
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, st->db_oplog, &cur);
+    if (rc != 0)
+        return ami_lmdb_status_(rc, "open operation log", err);
+    unsigned char start[8];
+    ami_put_be64_(start, after + 1);
+    MDB_val k = {8, start}, v;
+    int bad = 0;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && !bad;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const unsigned char *op = v.mv_data;
+        if (k.mv_size != 8 || v.mv_size != 14 || ami_get_be32_(op) != spec->cid ||
+            op[4] != spec->m)
+            continue;
+        int64_t vid = (int64_t)ami_get_be64_(op + 6);
+        bad = op[5] == AMI_OP_ADD ? push(&l.add, &l.n_add, &l.cap_add, vid)
+                                  : push(&l.del, &l.n_del, &l.cap_del, vid);
+    }
+    mdb_cursor_close(cur);
+    amc_status s = AMC_OK;
+    if (bad)
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory replaying the log");
+    else if (rc != 0 && rc != MDB_NOTFOUND)
+        s = ami_lmdb_status_(rc, "read operation log", err);
+
+    /* Adds that were deleted later cancel out; the rest go into faiss. */
+    if (l.n_add > 0)
+        qsort(l.add, (size_t)l.n_add, sizeof(int64_t), cmp_i64);
+    if (l.n_del > 0)
+        qsort(l.del, (size_t)l.n_del, sizeof(int64_t), cmp_i64);
+    float *vec = malloc(sizeof(float) * (size_t)spec->dim);
+    if (s == AMC_OK && vec == NULL)
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory replaying the log");
+    for (int i = 0; s == AMC_OK && i < l.n_add; i++) {
+        if (contains(l.del, l.n_del, l.add[i]))
+            continue;
+        unsigned char key[13];
+        ami_put_be32_(key, spec->cid);
+        key[4] = (unsigned char)spec->m;
+        ami_put_be64_(key + 5, (uint64_t)l.add[i]);
+        MDB_val vk = {sizeof key, key}, vv;
+        if (mdb_get(txn, st->db_vecs, &vk, &vv) != 0 ||
+            vv.mv_size != 8 + sizeof(float) * (size_t)spec->dim)
+            continue;
+        memcpy(vec, (const char *)vv.mv_data + 8, sizeof(float) * (size_t)spec->dim);
+        if (faiss_Index_add_with_ids(faiss, 1, vec, &l.add[i]) != 0)
+            s = faiss_status("add_with_ids", err);
+    }
+    int n_del = 0;
+    for (int i = 0; i < l.n_del; i++)
+        if (!contains(l.add, l.n_add, l.del[i]))
+            l.del[n_del++] = l.del[i];
+    if (s == AMC_OK && n_del > 0 && spec->can_remove) {
+        FaissIDSelectorBatch *sel = NULL;
+        if (faiss_IDSelectorBatch_new(&sel, (size_t)n_del, l.del) != 0 ||
+            faiss_Index_remove_ids(faiss, (FaissIDSelector *)sel, NULL) != 0)
+            s = faiss_status("remove_ids", err);
+        faiss_IDSelector_free((FaissIDSelector *)sel);
+    }
+    *dead = spec->can_remove ? 0 : (uint64_t)n_del;
+    free(vec);
+    free(l.add);
+    free(l.del);
+    return s;
+}
+
 amc_status ami_indices_recover_(ami_store *st, amc_error *err)
 {
     MDB_txn *txn;
@@ -649,7 +762,14 @@ amc_status ami_indices_recover_(ami_store *st, amc_error *err)
             if (loaded)
                 fprintf(stderr, "lvl=warn event=snapshot_stale collection=%s modality=%s "
                         "action=rebuild\n", coll->spec.name, coll->spec.modalities[m]);
-            s = ami_index_rebuild_(st, coll, m, err);
+
+            /* An empty collection keeps its empty index; otherwise searches scan LMDB
+             * exactly until the builder thread has the index. */
+            if (!loaded && coll->stats.vectors[m] == 0)
+                continue;
+            faiss_Index_free(idx->faiss);
+            idx->faiss = NULL;
+            ami_index_request_build_(st, coll, m);
         }
     }
     return s;

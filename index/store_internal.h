@@ -21,6 +21,7 @@
 
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "index/faiss_c.h"
@@ -53,6 +54,10 @@ typedef struct ami_index_ {
     int from_snapshot;           /* loaded from a snapshot at open (until recovery ends) */
     int dirty;                   /* changed since the last snapshot */
     int broken;                  /* a FAISS call failed: rebuild at the next snapshot */
+    int building;                /* a background build is queued or running: searches use the
+                                    old faiss if any, else the exact scan */
+    int build_running;           /* the builder thread is working on it */
+    uint64_t generation;         /* bumped by every swap, so a stale build is discarded */
     pthread_rwlock_t param_lock; /* shared: search; exclusive: change nprobe / efSearch */
     int nprobe, ef_search;       /* values currently set on faiss */
 } ami_index_;
@@ -82,6 +87,18 @@ struct ami_store {
     int n_colls;
     ami_coll_ *colls[256];
     uint64_t seq;                /* last committed sequence; read with atomics */
+
+    pthread_t builder;           /* background index builds, see store_build.c */
+    int builder_started;
+    pthread_mutex_t build_mutex; /* guards build_pending with build_cond */
+    pthread_cond_t build_cond;
+    int build_pending;
+    atomic_int stopping;         /* set by ami_store_close(): builds cancel */
+    uint64_t build_floor;        /* sequence a running build catches up from, or UINT64_MAX;
+                                    snapshots keep the log after it */
+    uint64_t snapshot_seq;       /* sequence of the last complete ami_store_snapshot() */
+    int snapshot_pending;        /* the builder should write snapshots (guarded by
+                                    build_mutex) */
 
     pthread_mutex_t ws_mutex;
     int n_ws;
@@ -117,6 +134,21 @@ void ami_put_be64_(unsigned char *p, uint64_t v);
 uint32_t ami_get_be32_(const unsigned char *p);
 uint64_t ami_get_be64_(const unsigned char *p);
 
+/* What a build needs, copied so that it survives a concurrent drop of the collection. */
+typedef struct ami_build_spec_ {
+    uint32_t cid;
+    int m, dim;
+    char factory[AMI_SPEC_MAX + 8];
+    int needs_training, can_remove;
+    uint64_t train_min;
+} ami_build_spec_;
+
+/* store_build.c */
+amc_status ami_builder_start_(ami_store *st, amc_error *err);
+void ami_builder_stop_(ami_store *st);
+void ami_index_request_build_(ami_store *st, ami_coll_ *coll, int m);
+void ami_snapshot_due_(ami_store *st);
+
 /* store_collections.c */
 amc_status ami_colls_load_(ami_store *st, MDB_txn *txn, amc_error *err);
 void ami_coll_free_(ami_coll_ *coll);
@@ -135,7 +167,14 @@ amc_status ami_index_build_(ami_store *st, const ami_coll_ *coll, int m,
                             const amc_connector *conn, const int *conn_mod, FaissIndex **out,
                             amc_error *err);
 void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss);
-amc_status ami_index_rebuild_(ami_store *st, ami_coll_ *coll, int m, amc_error *err);
+void ami_build_spec_fill_(ami_build_spec_ *spec, const ami_coll_ *coll, int m, int dim);
+amc_status ami_vectors_read_(ami_store *st, MDB_txn *txn, uint32_t cid, int m, int dim,
+                             int64_t **vids, float **x, size_t *n, amc_error *err);
+amc_status ami_faiss_build_(const ami_build_spec_ *spec, size_t n, const float *x,
+                            const int64_t *vids, const atomic_int *cancel, FaissIndex **out,
+                            amc_error *err);
+amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
+                            uint64_t after, FaissIndex *faiss, uint64_t *dead, amc_error *err);
 void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const int64_t *add_vids,
                       const float *add_vecs, int n_del, const int64_t *del_vids);
 amc_status ami_indices_recover_(ami_store *st, amc_error *err);

@@ -456,6 +456,7 @@ amc_status ami_points_upsert(ami_store *st, const char *collection, const ami_po
     /* Committed: the write is durable; now the indices catch up. */
     if (s == AMC_OK) {
         apply_ops(st, &c);
+        ami_snapshot_due_(st);
         if (seq_out != NULL)
             *seq_out = c.seq;
     }
@@ -549,6 +550,7 @@ amc_status ami_points_delete(ami_store *st, const char *collection, const char *
         s = ami_write_txn_(st, delete_body, &c, err);
     if (s == AMC_OK) {
         apply_ops(st, &c);
+        ami_snapshot_due_(st);
         if (n_deleted != NULL)
             *n_deleted = c.n_deleted;
     }

@@ -10,6 +10,11 @@
 #include <string.h>
 
 #define OVERFETCH_FILTER 4       /* candidates per wanted hit when a filter is set */
+
+/* From libgomp, which FAISS uses (declared here because clang builds may lack omp.h). Both act
+ * on the calling thread's OpenMP settings only. */
+int omp_get_max_threads(void);
+void omp_set_num_threads(int n);
 #define MAX_FETCH 8192           /* most FAISS candidates per query before the exact scan */
 
 typedef struct cand {
@@ -74,6 +79,8 @@ typedef struct search_ctx {
     float *qv;                   /* [nq, dim] projected queries */
     topk *heaps;                 /* [nq] */
     int *exact;                  /* [nq] 1: needs the exact scan */
+    float *scratch;              /* [dim] aligned copy of a stored vector (LMDB values are
+                                    only 2-byte aligned) */
 } search_ctx;
 
 /* ---------------------------------------------------------------------------------------
@@ -198,7 +205,7 @@ static int rec_matches(const search_ctx *c, const MDB_val *rec)
     return ok;
 }
 
-/* Looks up the vector vid of the target modality: *iid and *vec (borrowed). */
+/* Looks up the vector vid of the target modality: *iid, and *vec copied into c->scratch. */
 static int read_vec(const search_ctx *c, uint64_t vid, uint64_t *iid, const float **vec)
 {
     unsigned char key[13];
@@ -211,8 +218,10 @@ static int read_vec(const search_ctx *c, uint64_t vid, uint64_t *iid, const floa
         return MDB_CORRUPTED;
     if (rc == 0) {
         memcpy(iid, v.mv_data, 8);
-        if (vec != NULL)
-            *vec = (const float *)((const char *)v.mv_data + 8);
+        if (vec != NULL) {
+            memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
+            *vec = c->scratch;
+        }
     }
     return rc;
 }
@@ -247,7 +256,15 @@ static int faiss_search_with_params(ami_index_ *idx, int nq, const float *qv, in
         idx->nprobe = nprobe;
         idx->ef_search = ef;
     }
+    /* FAISS parallelises over queries, so one query gains nothing from an OpenMP team, and
+     * waking one costs more than the search on a busy machine (single-query Flat and HNSW
+     * searches ran 3 to 30 times faster with one thread in bench/store_bench.c). */
+    int threads = omp_get_max_threads();
+    if (nq == 1)
+        omp_set_num_threads(1);
     int rc = faiss_Index_search(idx->faiss, nq, qv, kq, dist, labels);
+    if (nq == 1)
+        omp_set_num_threads(threads);
     pthread_rwlock_unlock(&idx->param_lock);
     return rc;
 }
@@ -295,8 +312,9 @@ static amc_status search_faiss(search_ctx *c, amc_error *err)
             if (rec_matches(c, &rec))
                 heap_push(&c->heaps[q], dist[(size_t)q * (size_t)kq + (size_t)i], iid);
         }
-        /* Short of k while FAISS had more candidates: scan exactly. */
-        if (c->heaps[q].n < k && kq < ntotal && (i == kq && row[kq - 1] >= 0))
+        /* Short of k while more live vectors exist (a filter, tombstones, or an approximate
+         * index returning fewer): scan exactly. */
+        if (c->heaps[q].n < k && (int64_t)c->heaps[q].n < ntotal - (int64_t)idx->dead)
             c->exact[q] = 1;
     }
     free(dist);
@@ -346,7 +364,8 @@ static amc_status search_exact(search_ctx *c, amc_error *err)
         if (c->filter == NULL) {
             uint64_t iid;
             memcpy(&iid, v.mv_data, 8);
-            score_all(c, (const float *)((const char *)v.mv_data + 8), iid);
+            memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
+            score_all(c, c->scratch, iid);
             continue;
         }
         const char *id, *payload;
@@ -434,7 +453,8 @@ static amc_status alloc_ctx(search_ctx *c, int k, amc_error *err)
     c->qv = malloc(sizeof(float) * (size_t)c->nq * (size_t)c->dim);
     c->heaps = calloc((size_t)c->nq, sizeof *c->heaps);
     c->exact = calloc((size_t)c->nq, sizeof *c->exact);
-    if (c->qv == NULL || c->heaps == NULL || c->exact == NULL)
+    c->scratch = malloc(sizeof(float) * (size_t)c->dim);
+    if (c->qv == NULL || c->heaps == NULL || c->exact == NULL || c->scratch == NULL)
         return amc_error_set(err, AMC_ENOMEM, "out of memory for %d queries", c->nq);
     for (int q = 0; q < c->nq; q++) {
         c->heaps[q].k = k;
@@ -452,6 +472,7 @@ static void free_ctx(search_ctx *c)
     free(c->heaps);
     free(c->exact);
     free(c->qv);
+    free(c->scratch);
 }
 
 /* Steps of ami_search once the collection is found; caller holds the lock shared. */

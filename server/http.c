@@ -7,7 +7,9 @@
  *   2. body chunks (*upload_data_size > 0): append to the body buffer, growing it only while
  *      the total stays under max_body (413 otherwise), or stream into an ingest; every byte is
  *      consumed by setting *upload_data_size = 0;
- *   3. body complete (*upload_data_size == 0 after step 1): run the handler, queue the response.
+ *   3. body complete (*upload_data_size == 0 after step 1): run the handler, queue the response;
+ *      a batchable search instead suspends the connection until the micro-batcher has stored
+ *      its response and resumed it, and the call after the resume queues that response.
  * The completion callback writes the access log line, records metrics and frees the state, for
  * every request including the ones the client abandoned.
  *
@@ -46,6 +48,10 @@ struct ams_http {
     ams_metric *m_requests, *m_duration, *m_errors, *m_in_flight, *m_body_bytes;
 };
 
+/* States of a search handed to the micro-batcher: the connection is suspended from QUEUED
+ * until the batcher has stored the response (ANSWERED) and resumed it. */
+enum { SEARCH_NONE = 0, SEARCH_QUEUED, SEARCH_ANSWERED, SEARCH_SENT };
+
 typedef struct req_state {
     ams_http *http;
     char req_id[REQ_ID_MAX + 1];
@@ -60,8 +66,12 @@ typedef struct req_state {
     size_t body_len, body_cap;
     size_t bytes_in;
     ama_ingest *ingest;
-    ama_response late_error;         /* error decided while the body was arriving */
-    int has_late_error;
+    struct MHD_Connection *conn;
+    atomic_int search_state;         /* SEARCH_* of a micro-batched search */
+    ama_response search_resp;        /* its response, set by the batcher thread */
+    int late_status;                 /* error decided while the body was arriving, 0 if none */
+    const char *late_code;
+    char late_msg[256];
 } req_state;
 
 static double now_s(void)
@@ -232,19 +242,25 @@ static enum MHD_Result on_headers(ams_http *http, struct MHD_Connection *conn, r
  * Step 2: body chunks
  * ------------------------------------------------------------------------------------- */
 
-static void set_late_error(req_state *rs, int status, const char *code, const char *msg,
-                           long long limit)
+static void set_late_error(req_state *rs, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set_late_error(req_state *rs, int status, const char *code, const char *fmt, ...)
 {
-    if (rs->has_late_error)
+    if (rs->late_status != 0)
         return;
-    rs->has_late_error = 1;
-    ama_error_response(&rs->late_error, status, code, msg, limit);
+    rs->late_status = status;
+    rs->late_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rs->late_msg, sizeof rs->late_msg, fmt, ap);
+    va_end(ap);
 }
 
 static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, size_t len)
 {
     rs->bytes_in += len;
-    if (rs->has_late_error) {
+    if (rs->late_status != 0) {
         /* Discard, but do not wait forever on a client that keeps sending. */
         double limit = (double)http->cfg.request_timeout_ms * 1e-3;
         return now_s() - rs->started > limit ? MHD_NO : MHD_YES;
@@ -275,8 +291,8 @@ static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, 
             cap = (size_t)http->cfg.max_body_bytes + 1;
         char *grown = realloc(rs->body, cap);
         if (grown == NULL) {
-            set_late_error(rs, 503, "out_of_memory", "cannot buffer the request body now; "
-                           "retry later (%lld)", 0LL);
+            set_late_error(rs, 503, "out_of_memory", "cannot buffer the request body of %zu "
+                           "bytes now; retry later", rs->body_len + len);
             return MHD_YES;
         }
         rs->body = grown;
@@ -292,13 +308,29 @@ static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, 
  * Step 3: body complete
  * ------------------------------------------------------------------------------------- */
 
+/* Batcher thread: stores the response and resumes the connection, which then calls the access
+ * handler again to queue it. rs must not be touched after the resume. */
+static void search_answered(void *cls, ama_response *resp)
+{
+    req_state *rs = cls;
+    rs->search_resp = *resp;
+    resp->body = NULL;
+    atomic_store(&rs->search_state, SEARCH_ANSWERED);
+    MHD_resume_connection(rs->conn);
+}
+
 static enum MHD_Result on_complete(ams_http *http, struct MHD_Connection *conn, req_state *rs)
 {
     ama_response resp;
     memset(&resp, 0, sizeof resp);
-    if (rs->has_late_error) {
-        resp = rs->late_error;
-        memset(&rs->late_error, 0, sizeof rs->late_error);
+    if (rs->late_status != 0 && rs->ingest != NULL) {
+        /* Batches committed before the error stay; the pending partial batch is dropped. */
+        ama_error_response(&resp, rs->late_status, rs->late_code, "%s; %ld points were "
+                           "committed before it", rs->late_msg, ama_ingest_accepted(rs->ingest));
+        return send_response(conn, rs, &resp, NULL);
+    }
+    if (rs->late_status != 0) {
+        ama_error_response(&resp, rs->late_status, rs->late_code, "%s", rs->late_msg);
         return send_response(conn, rs, &resp, NULL);
     }
     if (rs->ingest != NULL) {
@@ -308,6 +340,18 @@ static enum MHD_Result on_complete(ams_http *http, struct MHD_Connection *conn, 
     ama_request req = make_request(conn, rs);
     if (req.body == NULL)
         req.body = "";
+    if (rs->route.id == AMA_ROUTE_SEARCH) {
+        ama_search_job *job = ama_search_prepare(http->api, &req, &resp);
+        if (job != NULL) {
+            /* Suspend first, so that the batcher's resume can never come before it. */
+            rs->conn = conn;
+            atomic_store(&rs->search_state, SEARCH_QUEUED);
+            MHD_suspend_connection(conn);
+            ama_search_enqueue(http->api, job, search_answered, rs);
+            return MHD_YES;
+        }
+        return send_response(conn, rs, &resp, NULL);
+    }
     ama_handle(http->api, &req, &resp);
     return send_response(conn, rs, &resp, NULL);
 }
@@ -341,8 +385,15 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         }
         return on_headers(http, conn, rs);
     }
-    if (rs->status != 0) {
-        *upload_data_size = 0; /* response already queued: discard */
+    int search_state = atomic_load(&rs->search_state);
+    if (search_state == SEARCH_ANSWERED) {
+        ama_response resp = rs->search_resp;
+        memset(&rs->search_resp, 0, sizeof rs->search_resp);
+        atomic_store(&rs->search_state, SEARCH_SENT);
+        return send_response(conn, rs, &resp, NULL);
+    }
+    if (rs->status != 0 || search_state == SEARCH_QUEUED) {
+        *upload_data_size = 0; /* response already queued or on its way: discard */
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -406,7 +457,7 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **req
     record_metrics(http, rs, seconds);
 
     ama_ingest_free(rs->ingest);
-    free(rs->late_error.body);
+    free(rs->search_resp.body);
     free(rs->body);
     free(rs);
     *req_cls = NULL;
@@ -486,12 +537,14 @@ amc_status ams_http_start(ams_http **out, const amcfg_config *cfg, ama_ctx *api,
     register_metrics(http);
 
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG | (family == 6 ? MHD_USE_IPv6 : 0);
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                         (family == 6 ? MHD_USE_IPv6 : 0);
     http->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, access_handler, http,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, http,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+        /* One thread means the polling thread alone; libmicrohttpd warns about a pool of 1. */
+        MHD_OPTION_THREAD_POOL_SIZE, cfg->threads > 1 ? (unsigned int)cfg->threads : 0u,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, http,

@@ -66,6 +66,7 @@ class Server:
              "--data-dir", self.data_dir, "--model", self.model, "--admin-token", TOKEN,
              "--max-body", str(MAX_BODY), "--max-k", str(MAX_K), "--threads", "4",
              "--batch-window", "2000", "--ingest-batch", "100", "--log-level", "debug",
+             "--connection-timeout", "2",
              *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 20
@@ -181,6 +182,8 @@ def test_metrics_exposition(server, docs):
     assert "# TYPE altmoe_http_request_duration_seconds histogram" in text
     assert 'altmoe_http_requests_total{route="model",class="2xx"}' in text
     assert 'altmoe_vectors{collection="docs",modality="text"} 6' in text
+    assert 'altmoe_index_vector_bytes{collection="docs",modality="image"} %d' % (6 * LATENT * 4) \
+        in text
     assert "altmoe_build_info{" in text
     assert "process_resident_memory_bytes" in text
 
@@ -500,6 +503,102 @@ def test_body_over_cap_is_413(server, docs):
                                     headers={"Content-Type": "application/json"})
     assert status == 413 and doc["error"]["code"] == "body_too_large"
     assert state(server) == before
+
+
+def test_ingest_over_cap_keeps_committed_batches(server):
+    ok(server.request("POST", "/v1/collections", {"name": "capped", "modalities": ["text"]}))
+    line = json.dumps({"id": "c", "modality": "text", "embedding": vec(TEXT_DIM, 1)})
+    lines = []
+    i = 0
+    while sum(len(x) + 1 for x in lines) <= MAX_BODY + 1000:
+        lines.append(line.replace('"c"', '"c%d"' % i))
+        i += 1
+    body = ("\n".join(lines) + "\n").encode()
+    chunks = [body[j:j + 4096] for j in range(0, len(body), 4096)]
+    status, _, doc = server.admin("POST", "/admin/v1/collections/capped/ingest", chunks=chunks,
+                                  headers={"Content-Type": "application/x-ndjson"})
+    assert status == 413 and doc["error"]["code"] == "body_too_large"
+    committed = int(doc["error"]["message"].split(";")[-1].split()[0])
+    # Whole batches of 100 were committed before the limit; the partial batch was dropped.
+    assert committed > 0 and committed % 100 == 0
+    assert ok(server.request("GET", "/v1/collections/capped"))["points"] == committed
+
+
+def test_client_disconnect_mid_upload(server, docs):
+    before = state(server)
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"PUT /v1/collections/docs/points HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+                     b'{"points": [{"id": "half"')
+        sock.close()
+    assert ok(server.request("GET", "/healthz")) == "alive"
+    assert state(server) == before
+    # Each abandoned request is completed (and its state freed) by the time the connection
+    # timeout (2 s here) has passed; libmicrohttpd often notices the close sooner.
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        log = server.read_log()
+        ends = [l for l in log.splitlines() if "route=points_upsert" in l and "bytes_in=" in l
+                and ("end=client_abort" in l or "end=error" in l or "end=timeout" in l
+                     or "end=read_error" in l)]
+        if len(ends) >= 5:
+            break
+        time.sleep(0.2)
+    assert len(ends) >= 5, log[-3000:]
+
+
+def test_keep_alive_serves_many_requests(server, docs):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=20)
+    for i in range(20):
+        conn.request("GET", "/healthz", headers={"X-Request-Id": "ka-%d" % i})
+        resp = conn.getresponse()
+        assert resp.status == 200
+        assert resp.getheader("X-Request-Id") == "ka-%d" % i
+        resp.read()
+    sock_before = conn.sock
+    conn.request("GET", "/v1/collections/docs")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200
+    assert conn.sock is sock_before  # still the same TCP connection
+    conn.close()
+
+
+def test_connection_limit_and_request_timeout():
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(tmp, extra_args=("--threads", "1", "--max-connections", "2",
+                                      "--request-timeout", "500"))
+        try:
+            # Two idle connections use up the limit, so a third waits in the listen backlog
+            # until the idle ones are closed by the connection timeout (2 s here).
+            held = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(2)]
+            time.sleep(0.2)
+            t0 = time.time()
+            assert ok(srv.request("GET", "/healthz")) == "alive"
+            assert time.time() - t0 > 1.0
+            for s in held:
+                s.close()
+            t0 = time.time()
+            assert ok(srv.request("GET", "/healthz")) == "alive"
+            assert time.time() - t0 < 1.0
+
+            # A body still arriving after request_timeout (500 ms) gets 503 timeout.
+            sock = socket.create_connection(("127.0.0.1", srv.port))
+            body = json.dumps({"name": "slow"}).encode()
+            sock.sendall(b"POST /v1/collections HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                         % len(body) + body[:4])
+            time.sleep(0.8)
+            sock.sendall(body[4:])
+            reply = sock.recv(65536).decode()
+            sock.close()
+            assert reply.startswith("HTTP/1.1 503"), reply
+            assert '"code":"timeout"' in reply and "request_timeout" in reply
+            status, _, _ = srv.request("GET", "/v1/collections/slow")
+            assert status == 404
+        finally:
+            assert srv.stop() == 0
 
 
 def test_unknown_route_and_method(server):

@@ -105,6 +105,10 @@ static void json_file_errors_name_key_and_file(void **state)
     assert_int_equal(amcfg_apply_json(&cfg, fraction, strlen(fraction), "d.json", &err),
                      AMC_EINVAL);
 
+    const char *huge = "{\"max_connections\": 1e999}";
+    assert_int_equal(amcfg_apply_json(&cfg, huge, strlen(huge), "h.json", &err), AMC_EINVAL);
+    assert_non_null(strstr(err.msg, "max_connections"));
+
     const char *syntax = "{\n  \"port\": 80,\n  oops\n}";
     assert_int_equal(amcfg_apply_json(&cfg, syntax, strlen(syntax), "e.json", &err),
                      AMC_EFORMAT);
@@ -230,6 +234,18 @@ static void token_file_is_read(void **state)
     assert_non_null(strstr(err.msg, "admin_token_file"));
 }
 
+static void example_config_loads(void **state)
+{
+    (void)state;
+    amcfg_config cfg;
+    amc_error err;
+    amcfg_defaults(&cfg);
+    /* make unit runs from the repository root. */
+    assert_int_equal(amcfg_apply_file(&cfg, "config/example.json", &err), AMC_OK);
+    assert_int_equal(cfg.port, 7700);
+    assert_string_equal(cfg.admin_token_file, "/etc/altmoe/admin-token");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -240,6 +256,7 @@ int main(void)
         cmocka_unit_test(dump_redacts_secret),
         cmocka_unit_test(help_lists_every_option),
         cmocka_unit_test(token_file_is_read),
+        cmocka_unit_test(example_config_loads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
