@@ -138,6 +138,17 @@ def exercise(srv):
     assert status == 404
 
 
+def families(samples):
+    """Returns the metric family names of the samples (histogram suffixes removed)."""
+    out = set()
+    for name in samples:
+        for suffix in ("_bucket", "_sum", "_count"):
+            if name.endswith(suffix) and name[:-len(suffix)] + "_bucket" in samples:
+                name = name[:-len(suffix)]
+        out.add(name)
+    return out
+
+
 @pytest.fixture(scope="module")
 def exposition():
     with tempfile.TemporaryDirectory() as tmp:
@@ -174,3 +185,10 @@ def test_every_metric_is_exposed(exposition, source):
     assert any(n.startswith("altmoe_") for n in names)
     found = [p for where, expr in exprs for p in problems(where, expr, exposition)]
     assert found == [], "\n".join(found)
+
+
+def test_operations_guide_lists_every_family(exposition):
+    with open(os.path.join(REPO, "docs", "operations.md")) as f:
+        guide = f.read()
+    missing = sorted(n for n in families(exposition) if "`%s`" % n not in guide)
+    assert missing == [], "docs/operations.md does not list: " + ", ".join(missing)
