@@ -7,7 +7,8 @@
 # not exist or be empty, so that restore never overwrites live data. To replace a server's data, stop
 # the server, move its data directory aside, restore into the old path and start it again.
 # The server recovers on start: it loads the snapshots and replays the later operations from
-# LMDB, or rebuilds an index from LMDB. It listens, and GET /readyz returns 200, once that is done.
+# LMDB. It rebuilds an index whose snapshot it cannot use in the background, and GET /readyz
+# returns 200 once that is done.
 #
 #   --owner USER     chown the restored files to USER (e.g. altmoe; needs root)
 #   --model-to FILE  also restore the backed-up connector.safetensors to FILE
