@@ -91,7 +91,7 @@ def alert_exprs():
 
 
 def problems(where, expr, samples):
-    """Lists what expr needs that the exposition lacks."""
+    """Returns one message per metric or label that expr needs and the exposition lacks."""
     found = []
     selectors, grouping = analyse(expr)
     if not selectors:
@@ -113,7 +113,7 @@ def problems(where, expr, samples):
 
 
 def exercise(srv):
-    """Traffic that gives every altmoe_* family at least one series."""
+    """Sends traffic that gives every altmoe_* family at least one series."""
     srv.ok("POST", "/v1/collections", {"name": "docs", "modalities": ["text", "image"]})
     points = []
     for i in range(8):
@@ -166,7 +166,7 @@ def test_external_names_are_not_altmoe_names():
     assert not [n for n in EXTERNAL if n.startswith(("altmoe_", "process_"))]
 
 
-def test_the_checker_catches_wrong_names_and_labels():
+def test_problems_flags_wrong_names_and_labels():
     samples = {"altmoe_x_total": {"route"}}
     assert problems("t", 'sum by (route) (rate(altmoe_x_total{route="a"}[5m]))', samples) == []
     assert problems("t", "rate(altmoe_y_total[5m])", samples) == [
