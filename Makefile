@@ -156,5 +156,5 @@ uninstall:
 # Static checks of deploy/: systemd-analyze verify, Dockerfile lint, Kubernetes manifests,
 # monitoring files, shell scripts.
 deploy-check: $(BIN)
-	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) systemd shellcheck prometheus"
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) systemd shellcheck prometheus strace"
 	BIN=$(BIN) deploy/check.sh

@@ -4,7 +4,7 @@
 #
 #   1. shell scripts: sh -n and shellcheck
 #   2. install: `make install` layout in a staging DESTDIR, then `systemd-analyze verify` of
-#      the installed unit against that root
+#      the installed unit, and a traced server run against its system call filter
 #   3. Dockerfile lint: Debian bookworm bases, every apt package exists in bookworm
 #      (apt-cache show), every COPY source exists, a .dockerignore exists, the runtime stage
 #      installs a package for every shared library the binary links, and `make build/altmoe`
@@ -70,6 +70,11 @@ fi
 echo "systemd-analyze verify: clean"
 systemd-analyze security --offline=yes "$tmp/unit/altmoe.service" 2>/dev/null |
     tail -n 1 || true
+# The unit's system call filter and socket families, against a traced server run.
+command -v strace >/dev/null || fail "strace is not installed (Debian package strace)"
+ALTMOE_BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN") \
+    $PYTHON -m pytest -q -p no:cacheprovider tests/e2e/test_deploy_syscalls.py ||
+    fail "the server makes a system call or opens a socket the unit does not allow"
 
 step "docs/operations.md lists every option"
 for option in $("$BIN" serve --dump-config | sed -n 's/^[[:space:]]*"\([a-z_]*\)":.*/\1/p'); do
