@@ -1,11 +1,13 @@
-"""The system call filter and socket families of the systemd unit admit everything the server
-does.
+"""The system call filter, socket families and writable paths of the systemd unit admit
+everything the server does.
 
 The test runs `altmoe serve` under strace through start, traffic on every route family (the
 same as test_deploy_metrics.py), a snapshot, a model reload and a SIGTERM shutdown. Every
 system call in the trace must be in the unit's SystemCallFilter= set, as expanded by
 `systemd-analyze syscall-filter`, and every socket family in RestrictAddressFamilies=. A
 call outside the filter would fail with EPERM under systemd (SystemCallErrorNumber=EPERM).
+Every file the server writes, creates, renames or removes must lie in the data directory,
+the only path ProtectSystem=strict leaves writable.
 Skipped without strace or systemd-analyze; `make deploy-check` installs both and runs it.
 """
 import os
@@ -57,34 +59,39 @@ def expand_filter(groups):
 
 
 @pytest.fixture(scope="module")
-def trace():
-    """Returns the strace output of one server run from start to SIGTERM."""
+def run_dir():
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "server.strace")
-        wrapper = os.path.join(tmp, "altmoe-strace")
-        with open(wrapper, "w") as f:
-            f.write('#!/bin/sh\nif [ "$1" = serve ]; then exec strace -f -qq -o %s %s "$@"; fi\n'
-                    'exec %s "$@"\n' % (out, deploy_server.BIN, deploy_server.BIN))
-        os.chmod(wrapper, 0o755)
-        real_bin, deploy_server.BIN = deploy_server.BIN, wrapper
-        try:
-            srv = Server(tmp, os.path.join(tmp, "data"))
-        finally:
-            deploy_server.BIN = real_bin
-        try:
-            exercise(srv)
-            assert srv.request("GET", "/metrics")[0] == 200
-        finally:
-            # SIGTERM goes to the traced server itself, not to strace.
-            children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
-                                      text=True).stdout.split()
-            for pid in children:
-                os.kill(int(pid), signal.SIGTERM)
-            status = srv.proc.wait(timeout=60)
-            srv.log.close()
-        assert status == 0, srv.read_log()
-        with open(out) as f:
-            return f.read()
+        yield tmp
+
+
+@pytest.fixture(scope="module")
+def trace(run_dir):
+    """Returns the strace output of one server run from start to SIGTERM."""
+    out = os.path.join(run_dir, "server.strace")
+    wrapper = os.path.join(run_dir, "altmoe-strace")
+    with open(wrapper, "w") as f:
+        f.write('#!/bin/sh\nif [ "$1" = serve ]; then exec strace -f -qq -o %s %s "$@"; fi\n'
+                'exec %s "$@"\n' % (out, deploy_server.BIN, deploy_server.BIN))
+    os.chmod(wrapper, 0o755)
+    real_bin, deploy_server.BIN = deploy_server.BIN, wrapper
+    try:
+        srv = Server(run_dir, os.path.join(run_dir, "data"))
+    finally:
+        deploy_server.BIN = real_bin
+    try:
+        exercise(srv)
+        assert srv.request("GET", "/metrics")[0] == 200
+    finally:
+        # SIGTERM goes to the traced server itself, not to strace.
+        children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for pid in children:
+            os.kill(int(pid), signal.SIGTERM)
+        status = srv.proc.wait(timeout=60)
+        srv.log.close()
+    assert status == 0, srv.read_log()
+    with open(out) as f:
+        return f.read()
 
 
 def test_trace_covers_start_traffic_and_stop(trace):
@@ -99,6 +106,30 @@ def test_every_system_call_passes_the_filter(trace):
     allowed = expand_filter(unit_setting("SystemCallFilter"))
     assert len(used) > 20
     assert sorted(used - allowed) == []
+
+
+def written_paths(trace):
+    """Returns the paths the trace opens for writing, creates, renames or removes."""
+    paths = set()
+    for m in re.finditer(r'^\d+\s+open(?:at)?\((?:AT_FDCWD, )?"([^"]+)", ([A-Z_|]+)', trace, re.M):
+        if re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC", m.group(2)):
+            paths.add(m.group(1))
+    for m in re.finditer(r'^\d+\s+(?:mkdir|mkdirat|rename|renameat2?|unlink|unlinkat|rmdir)'
+                         r'\((?:AT_FDCWD, |\d+, )?"([^"]+)"(?:, (?:AT_FDCWD, |\d+, )?"([^"]+)")?',
+                         trace, re.M):
+        paths.update(p for p in m.groups() if p)
+    return paths
+
+
+def test_writes_stay_in_the_data_directory(trace, run_dir):
+    # The unit makes every path read-only (ProtectSystem=strict) except ReadWritePaths=, the
+    # data directory, and gives a private /dev with the pseudo devices only.
+    data = os.path.join(run_dir, "data")
+    paths = written_paths(trace)
+    assert any(p.startswith(data + "/") for p in paths)
+    outside = sorted(p for p in paths if not (p == data or p.startswith(data + "/"))
+                     and p not in ("/dev/null", "/dev/zero", "/dev/urandom"))
+    assert outside == []
 
 
 def test_every_socket_family_is_allowed(trace):
