@@ -20,7 +20,7 @@ LDFLAGS += $(SAN)
 # Debian bookworm packages for the build, the tests and the demo.
 DEB_PKGS := gcc g++ make pkg-config clang libmicrohttpd-dev libcjson-dev liblmdb-dev \
             libfaiss-dev libopenblas-dev libcmocka-dev python3-numpy python3-pytest python3-yaml \
-            lmdb-utils curl
+            lmdb-utils man-db curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 LIB_DIRS := core index api config server

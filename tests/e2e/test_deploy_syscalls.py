@@ -82,11 +82,11 @@ def trace(run_dir):
         exercise(srv)
         assert srv.request("GET", "/metrics")[0] == 200
     finally:
-        # SIGTERM goes to the traced server itself, not to strace.
-        children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
-        for pid in children:
-            os.kill(int(pid), signal.SIGTERM)
+        # SIGTERM goes to the traced server itself, not to strace: the first trace line is
+        # the server's execve, prefixed with its process id.
+        with open(out) as f:
+            server_pid = int(f.readline().split()[0])
+        os.kill(server_pid, signal.SIGTERM)
         status = srv.proc.wait(timeout=60)
         srv.log.close()
     assert status == 0, srv.read_log()
