@@ -54,8 +54,8 @@ static const opt_def options[] = {
      "points per LMDB commit during admin ingest"},
     {"batch_window", OPT_INT, FIELD(batch_window_us), "200", 0, 100000, "microseconds", 0,
      "how long a search waits to share one projection and index call with others; 0 disables"},
-    {"max_k", OPT_INT, FIELD(max_k), "1000", 1, 100000, "results", 0,
-     "largest k a search may request"},
+    {"max_k", OPT_INT, FIELD(max_k), "1000", 1, 1000, "results", 0,
+     "largest k a search may request (1000 is also the store's limit)"},
     {"admin_token", OPT_STRING, FIELD(admin_token), "", 0, 0, "secret", 1,
      "bearer token for /admin routes; admin routes return 401 while no token is set"},
     {"admin_token_file", OPT_STRING, FIELD(admin_token_file), "", 0, 0, "path", 0,
@@ -407,6 +407,28 @@ static void flag_name(const char *name, char *out, size_t cap)
     out[i] = '\0';
 }
 
+/* Prints text from column indent on, breaking lines at spaces before column width. */
+static void print_wrapped(FILE *out, const char *text, int indent, int width)
+{
+    int col = indent;
+    while (*text != '\0') {
+        size_t word = strcspn(text, " ");
+        if (col > indent && col + 1 + (int)word > width) {
+            fprintf(out, "\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', out);
+            col++;
+        }
+        fprintf(out, "%.*s", (int)word, text);
+        col += (int)word;
+        text += word;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', out);
+}
+
 void amcfg_print_help(FILE *out, const char *command)
 {
     fprintf(out, "usage: altmoe %s [--config FILE] [--OPTION VALUE ...] [--dump-config]\n\n"
@@ -416,7 +438,8 @@ void amcfg_print_help(FILE *out, const char *command)
         const opt_def *o = &options[i];
         char flag[64];
         flag_name(o->name, flag, sizeof flag);
-        fprintf(out, "  --%-20s %s\n", flag, o->help);
+        fprintf(out, "  --%-20s ", flag);
+        print_wrapped(out, o->help, 25, 78);
         fprintf(out, "  %-22s unit: %s; default: %s", "", o->unit,
                 o->def[0] != '\0' ? o->def : "(none)");
         if (o->type == OPT_INT)
