@@ -143,9 +143,10 @@ long ama_ingest_accepted(const ama_ingest *ing);
 /* Frees the ingest; NULL is allowed. */
 void ama_ingest_free(ama_ingest *ing);
 
-/* Parses and validates the body of route (a body route) without touching the store, for the
- * fuzz target: returns the HTTP status the body would get from validation alone (200 when it
- * is valid). conn supplies the modalities and dims. */
+/* Parses and validates the body of route (a body route; for the ingest route, one NDJSON line)
+ * without touching the store, for tests and the fuzz target: returns the HTTP status the body
+ * would get from validation alone (200 when it is valid). conn supplies the modalities and
+ * dims. */
 int ama_validate_body(const amc_connector *conn, ama_route_id route, const char *body,
                       size_t len, int max_k);
 
