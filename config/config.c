@@ -46,8 +46,8 @@ static const opt_def options[] = {
     {"connection_timeout", OPT_INT, FIELD(connection_timeout_s), "30", 1, 3600, "seconds", 0,
      "close a connection idle for this long"},
     {"request_timeout", OPT_INT, FIELD(request_timeout_ms), "30000", 1, 3600000, "milliseconds",
-     0, "return 503 for a request whose body has not arrived this long after it started; "
-     "also bounds the drain of in-flight requests at shutdown"},
+     0, "return 503 for a request whose body has not arrived this long after it started "
+     "(admin ingest excepted); also bounds the drain of in-flight requests at shutdown"},
     {"max_body", OPT_INT, FIELD(max_body_bytes), "67108864", 1024, 16 * GIB, "bytes", 0,
      "largest request body accepted; larger bodies get 413"},
     {"ingest_batch", OPT_INT, FIELD(ingest_batch), "1000", 1, 1000000, "points", 0,

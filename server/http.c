@@ -270,7 +270,9 @@ static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, 
                        "bytes (max_body)", (long long)http->cfg.max_body_bytes);
         return MHD_YES;
     }
-    if (now_s() - rs->started > (double)http->cfg.request_timeout_ms * 1e-3) {
+    /* An ingest streams for as long as its body is, so only the idle timeout applies to it. */
+    if (rs->ingest == NULL &&
+        now_s() - rs->started > (double)http->cfg.request_timeout_ms * 1e-3) {
         set_late_error(rs, 503, "timeout", "request body took longer than %lld ms "
                        "(request_timeout)", (long long)http->cfg.request_timeout_ms);
         return MHD_YES;
