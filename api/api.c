@@ -1056,6 +1056,11 @@ amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
     return AMC_OK;
 }
 
+void ama_ctx_drain(ama_ctx *ctx)
+{
+    ama_batcher_drain_(ctx->batcher);
+}
+
 void ama_ctx_free(ama_ctx *ctx)
 {
     if (ctx == NULL)

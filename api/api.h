@@ -73,6 +73,11 @@ typedef struct ama_ctx ama_ctx;
 amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
                           amc_connector *conn, amc_error *err);
 
+/* Answers every search queued for the micro-batcher and stops its threads; searches started
+ * later run without batching. Call while the HTTP daemon still runs, so that the suspended
+ * connections can be resumed. */
+void ama_ctx_drain(ama_ctx *ctx);
+
 /* Stops the micro-batcher (answering what it still has queued) and frees the state and the
  * connector in use; the store is left to the caller. No request may be in flight. */
 void ama_ctx_free(ama_ctx *ctx);

@@ -662,6 +662,30 @@ def test_sigterm_drains_and_data_survives_restart():
             assert again.stop() == 0
 
 
+def test_sigterm_answers_queued_searches():
+    with tempfile.TemporaryDirectory() as tmp:
+        # A 100 ms window keeps the searches queued in the batcher when SIGTERM arrives.
+        srv = Server(tmp, extra_args=("--batch-window", "100000"))
+        create_docs(srv, "q")
+        results = {}
+
+        def one(i):
+            results[i] = srv.request("POST", "/v1/collections/q/search",
+                                     {"modality": "image", "embedding": vec(IMAGE_DIM, 100 + i),
+                                      "target": "image", "k": 1})
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.03)
+        srv.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert srv.stop() == 0
+        for i in range(6):
+            assert ok(results[i])["hits"][0]["id"] == "p%d" % i
+
+
 def test_serve_help_and_dump_config():
     out = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, check=True)
     for flag in ("--listen", "--port", "--batch-window", "--admin-token", "--max-body"):
