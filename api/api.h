@@ -86,7 +86,6 @@ void ama_ctx_free(ama_ctx *ctx);
 typedef struct ama_request {
     const ama_route *route;
     const char *content_type;         /* Content-Type header or NULL */
-    const char *authorization;        /* Authorization header or NULL */
     const char *query_modality;       /* ?modality= of the binary ingest form, or NULL */
     const char *body;
     size_t body_len;

@@ -212,8 +212,6 @@ static ama_request make_request(struct MHD_Connection *conn, req_state *rs)
     req.route = &rs->route;
     req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_CONTENT_TYPE);
-    req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                    MHD_HTTP_HEADER_AUTHORIZATION);
     req.query_modality = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "modality");
     req.body = rs->body;
     req.body_len = rs->body_len;
@@ -598,11 +596,4 @@ void ams_http_stop(ams_http *http)
     pthread_cond_destroy(&http->idle);
     pthread_mutex_destroy(&http->lock);
     free(http);
-}
-
-int ams_http_port(const ams_http *http)
-{
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    return info != NULL ? (int)info->port : 0;
 }
