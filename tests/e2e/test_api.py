@@ -388,18 +388,36 @@ def test_ingest_commits_in_batches(server):
 
 def test_ingest_binary_float32(server):
     ok(server.request("POST", "/v1/collections", {"name": "bin", "modalities": ["image"]}))
-    body = b""
-    for i in range(5):
-        ident = ("r%d" % i).encode()
-        values = vec(IMAGE_DIM, 300 + i)
-        if i == 2:
-            values[1] = float("nan")
-        body += struct.pack("<H", len(ident)) + ident + struct.pack("<%df" % IMAGE_DIM, *values)
+    def records(prefix):
+        out = b""
+        for i in range(5):
+            ident = ("%s%d" % (prefix, i)).encode()
+            values = vec(IMAGE_DIM, 300 + i)
+            if i == 2:
+                values[1] = float("nan")
+            out += struct.pack("<H", len(ident)) + ident
+            out += struct.pack("<%df" % IMAGE_DIM, *values)
+        return out
+
+    body = records("r")
     res = ok(server.admin("POST", "/admin/v1/collections/bin/ingest?modality=image",
                           headers={"Content-Type": "application/octet-stream"}, raw=body))
     assert res["accepted"] == 4
     assert res["rejected"] == 1
     assert res["errors"][0]["record"] == 3
+
+    # The same records in 7-byte chunks, cut mid-record, plus a truncated last record.
+    body2 = records("s") + struct.pack("<H", 2) + b"zz" + b"\x00" * 5
+    chunks = [body2[i:i + 7] for i in range(0, len(body2), 7)]
+    res = ok(server.admin("POST", "/admin/v1/collections/bin/ingest?modality=image",
+                          headers={"Content-Type": "application/octet-stream"}, chunks=chunks))
+    assert res["accepted"] == 4
+    assert [e["record"] for e in res["errors"]] == [3, 6]
+    assert "truncated" in res["errors"][1]["reason"]
+    assert ok(server.request("GET", "/v1/collections/bin"))["points"] == 8
+    stored = ok(server.request("GET", "/v1/collections/bin/points/s4"))["embeddings"]["image"]
+    assert [round(x, 4) for x in stored] == vec(IMAGE_DIM, 304)
+
     status, _, doc = server.admin("POST", "/admin/v1/collections/bin/ingest",
                                   headers={"Content-Type": "application/octet-stream"}, raw=body)
     assert status == 400
