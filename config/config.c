@@ -64,6 +64,9 @@ static const opt_def options[] = {
      0, "lowest level logged: debug, info, warn or error"},
     {"snapshot_interval", OPT_INT, FIELD(snapshot_interval_s), "300", 0, 86400, "seconds", 0,
      "write index snapshots this often; 0 disables periodic snapshots"},
+    {"cors_origins", OPT_STRING, FIELD(cors_origins), "", 0, 0, "origins", 0,
+     "comma-separated origins (scheme://host[:port]) whose browser pages may call the API, or * "
+     "for any; empty turns CORS off"},
 };
 
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
