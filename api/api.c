@@ -921,6 +921,13 @@ int ama_validate_body(const amc_connector *conn, ama_route_id route, const char 
         ama_project_req_free_(&pr);
         break;
     }
+    case AMA_ROUTE_ADMIN_INGEST: {
+        /* One NDJSON line of an ingest. */
+        ama_point_req_ p;
+        st = ama_parse_point_(mc, root, "", &p, &f);
+        ama_point_req_free_(&p);
+        break;
+    }
     default:
         break;
     }
@@ -1047,6 +1054,11 @@ amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
     register_metrics(ctx);
     *out = ctx;
     return AMC_OK;
+}
+
+void ama_ctx_drain(ama_ctx *ctx)
+{
+    ama_batcher_drain_(ctx->batcher);
 }
 
 void ama_ctx_free(ama_ctx *ctx)

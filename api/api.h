@@ -73,6 +73,11 @@ typedef struct ama_ctx ama_ctx;
 amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
                           amc_connector *conn, amc_error *err);
 
+/* Answers every search queued for the micro-batcher and stops its threads; searches started
+ * later run without batching. Call while the HTTP daemon still runs, so that the suspended
+ * connections can be resumed. */
+void ama_ctx_drain(ama_ctx *ctx);
+
 /* Stops the micro-batcher (answering what it still has queued) and frees the state and the
  * connector in use; the store is left to the caller. No request may be in flight. */
 void ama_ctx_free(ama_ctx *ctx);
@@ -81,7 +86,6 @@ void ama_ctx_free(ama_ctx *ctx);
 typedef struct ama_request {
     const ama_route *route;
     const char *content_type;         /* Content-Type header or NULL */
-    const char *authorization;        /* Authorization header or NULL */
     const char *query_modality;       /* ?modality= of the binary ingest form, or NULL */
     const char *body;
     size_t body_len;
@@ -143,9 +147,10 @@ long ama_ingest_accepted(const ama_ingest *ing);
 /* Frees the ingest; NULL is allowed. */
 void ama_ingest_free(ama_ingest *ing);
 
-/* Parses and validates the body of route (a body route) without touching the store, for the
- * fuzz target: returns the HTTP status the body would get from validation alone (200 when it
- * is valid). conn supplies the modalities and dims. */
+/* Parses and validates the body of route (a body route; for the ingest route, one NDJSON line)
+ * without touching the store, for tests and the fuzz target: returns the HTTP status the body
+ * would get from validation alone (200 when it is valid). conn supplies the modalities and
+ * dims. */
 int ama_validate_body(const amc_connector *conn, ama_route_id route, const char *body,
                       size_t len, int max_k);
 

@@ -236,25 +236,35 @@ ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us, int n_workers)
     return b;
 }
 
-void ama_batcher_free_(ama_batcher_ *b)
+/* Stops the workers after they have answered every queued job. Later jobs run at once on the
+ * thread that queues them (see ama_batcher_enqueue_). Safe to call twice. */
+void ama_batcher_drain_(ama_batcher_ *b)
 {
-    if (b == NULL)
-        return;
-    /* The workers drain what is queued, answering every job, before they exit. */
     pthread_mutex_lock(&b->lock);
     b->stopping = 1;
     pthread_cond_broadcast(&b->wake);
     pthread_mutex_unlock(&b->lock);
     for (int i = 0; i < b->n_workers; i++)
         pthread_join(b->workers[i], NULL);
+    b->n_workers = 0;
+}
+
+void ama_batcher_free_(ama_batcher_ *b)
+{
+    if (b == NULL)
+        return;
+    ama_batcher_drain_(b);
     pthread_cond_destroy(&b->wake);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
 
-int ama_batcher_enabled_(const ama_batcher_ *b)
+int ama_batcher_enabled_(ama_batcher_ *b)
 {
-    return b->n_workers > 0;
+    pthread_mutex_lock(&b->lock);
+    int enabled = b->n_workers > 0 && !b->stopping;
+    pthread_mutex_unlock(&b->lock);
+    return enabled;
 }
 
 void ama_batcher_enqueue_(ama_batcher_ *b, ama_search_job *job, ama_done_fn done, void *cls)
@@ -263,6 +273,12 @@ void ama_batcher_enqueue_(ama_batcher_ *b, ama_search_job *job, ama_done_fn done
     job->cls = cls;
     job->queued = ama_now_s_();
     pthread_mutex_lock(&b->lock);
+    if (b->stopping) {
+        /* The workers are gone or going: run the job here so that it is still answered. */
+        pthread_mutex_unlock(&b->lock);
+        run_round(b, &job, 1);
+        return;
+    }
     if (b->tail != NULL)
         b->tail->next = job;
     else

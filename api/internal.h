@@ -132,7 +132,8 @@ typedef struct ama_batcher_ ama_batcher_;
 
 ama_batcher_ *ama_batcher_new_(ama_ctx *ctx, long window_us, int n_workers);
 void ama_batcher_free_(ama_batcher_ *b);
-int ama_batcher_enabled_(const ama_batcher_ *b);
+void ama_batcher_drain_(ama_batcher_ *b);
+int ama_batcher_enabled_(ama_batcher_ *b);
 void ama_batcher_enqueue_(ama_batcher_ *b, ama_search_job *job, ama_done_fn done, void *cls);
 
 /* Creates a job that takes the queries of *req (left empty) and copies params (filter must

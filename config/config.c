@@ -46,16 +46,16 @@ static const opt_def options[] = {
     {"connection_timeout", OPT_INT, FIELD(connection_timeout_s), "30", 1, 3600, "seconds", 0,
      "close a connection idle for this long"},
     {"request_timeout", OPT_INT, FIELD(request_timeout_ms), "30000", 1, 3600000, "milliseconds",
-     0, "return 503 for a request whose body has not arrived this long after it started; "
-     "also bounds the drain of in-flight requests at shutdown"},
+     0, "return 503 for a request whose body has not arrived this long after it started "
+     "(admin ingest excepted); also bounds the drain of in-flight requests at shutdown"},
     {"max_body", OPT_INT, FIELD(max_body_bytes), "67108864", 1024, 16 * GIB, "bytes", 0,
      "largest request body accepted; larger bodies get 413"},
     {"ingest_batch", OPT_INT, FIELD(ingest_batch), "1000", 1, 1000000, "points", 0,
      "points per LMDB commit during admin ingest"},
     {"batch_window", OPT_INT, FIELD(batch_window_us), "200", 0, 100000, "microseconds", 0,
      "how long a search waits to share one projection and index call with others; 0 disables"},
-    {"max_k", OPT_INT, FIELD(max_k), "1000", 1, 100000, "results", 0,
-     "largest k a search may request"},
+    {"max_k", OPT_INT, FIELD(max_k), "1000", 1, 1000, "results", 0,
+     "largest k a search may request (1000 is also the store's limit)"},
     {"admin_token", OPT_STRING, FIELD(admin_token), "", 0, 0, "secret", 1,
      "bearer token for /admin routes; admin routes return 401 while no token is set"},
     {"admin_token_file", OPT_STRING, FIELD(admin_token_file), "", 0, 0, "path", 0,
@@ -64,6 +64,9 @@ static const opt_def options[] = {
      0, "lowest level logged: debug, info, warn or error"},
     {"snapshot_interval", OPT_INT, FIELD(snapshot_interval_s), "300", 0, 86400, "seconds", 0,
      "write index snapshots this often; 0 disables periodic snapshots"},
+    {"cors_origins", OPT_STRING, FIELD(cors_origins), "", 0, 0, "origins", 0,
+     "comma-separated origins (scheme://host[:port]) whose browser pages may call the API, or * "
+     "for any; empty turns CORS off"},
 };
 
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
@@ -407,6 +410,28 @@ static void flag_name(const char *name, char *out, size_t cap)
     out[i] = '\0';
 }
 
+/* Prints text from column indent on, breaking lines at spaces before column width. */
+static void print_wrapped(FILE *out, const char *text, int indent, int width)
+{
+    int col = indent;
+    while (*text != '\0') {
+        size_t word = strcspn(text, " ");
+        if (col > indent && col + 1 + (int)word > width) {
+            fprintf(out, "\n%*s", indent, "");
+            col = indent;
+        } else if (col > indent) {
+            fputc(' ', out);
+            col++;
+        }
+        fprintf(out, "%.*s", (int)word, text);
+        col += (int)word;
+        text += word;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', out);
+}
+
 void amcfg_print_help(FILE *out, const char *command)
 {
     fprintf(out, "usage: altmoe %s [--config FILE] [--OPTION VALUE ...] [--dump-config]\n\n"
@@ -416,7 +441,8 @@ void amcfg_print_help(FILE *out, const char *command)
         const opt_def *o = &options[i];
         char flag[64];
         flag_name(o->name, flag, sizeof flag);
-        fprintf(out, "  --%-20s %s\n", flag, o->help);
+        fprintf(out, "  --%-20s ", flag);
+        print_wrapped(out, o->help, 25, 78);
         fprintf(out, "  %-22s unit: %s; default: %s", "", o->unit,
                 o->def[0] != '\0' ? o->def : "(none)");
         if (o->type == OPT_INT)

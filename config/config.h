@@ -41,6 +41,7 @@ typedef struct amcfg_config {
     char admin_token_file[AMCFG_STR_MAX]; /* file containing the admin token */
     int64_t log_level;                  /* an amcfg_log_level */
     int64_t snapshot_interval_s;        /* periodic index snapshots; 0 disables */
+    char cors_origins[AMCFG_STR_MAX];   /* comma-separated CORS origins, "*" for any; "" = off */
 } amcfg_config;
 
 /* Fills cfg with the built-in defaults of every option. */

@@ -13,7 +13,8 @@
  * made with another connector is rebuilt from LMDB by a background thread. Until it is done,
  * searches of that index scan the stored vectors exactly and ami_store_ready() returns 0.
  * The same thread rebuilds HNSW indices with too many deleted entries and trains IVF
- * indices once enough vectors are stored.
+ * indices once enough vectors are stored: max(39 * nlist, 256) for "IVF<nlist>,...", 9984
+ * for other specs that need training. Until then searches scan the stored vectors exactly.
  *
  * Points. A point is an external id (1..AMI_ID_MAX bytes, any bytes but NUL) with an optional
  * JSON payload and one embedding per modality of its collection (any subset of them). Upserting
@@ -76,8 +77,9 @@ typedef struct ami_store_options {
  * conn. conn is borrowed: it must stay valid until ami_store_close(), or until a later
  * ami_store_reload() with another connector has returned. opts may be NULL for the defaults.
  * Recovery runs here: every index is loaded from its snapshot and caught up with LMDB, or
- * rebuilt. A collection whose vectors were projected by a connector with another fingerprint
- * is re-projected from its raw embeddings before this returns.
+ * queued for a rebuild by the background builder. A collection whose vectors were projected
+ * by a connector with another fingerprint is re-projected from its raw embeddings before this
+ * returns.
  * TODO: re-project in a background thread and serve the old index version meanwhile.
  * On success *out is the store, which the caller frees with ami_store_close(). Fails with
  * AMC_EINVAL when a stored collection names a modality conn lacks, AMC_EIO when dir cannot be

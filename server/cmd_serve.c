@@ -105,8 +105,12 @@ static void shut_down(ams_http *http, ama_ctx *api, ami_store *st, long grace_ms
 {
     ams_http_quiesce(http);
     int left = ams_http_wait_idle(http, grace_ms);
-    if (left > 0)
+    ama_ctx_drain(api);
+    if (left > 0) {
+        /* Give the searches answered by the drain a moment to be sent. */
+        left = ams_http_wait_idle(http, 1000);
         AMS_LOG(AMS_LOG_WARN, "shutdown_timeout", "in_flight=%d grace_ms=%ld", left, grace_ms);
+    }
     ams_http_stop(http);
     ams_metrics_reset();
     ami_store_close(st);

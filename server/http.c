@@ -69,6 +69,7 @@ typedef struct req_state {
     struct MHD_Connection *conn;
     atomic_int search_state;         /* SEARCH_* of a micro-batched search */
     ama_response search_resp;        /* its response, set by the batcher thread */
+    char cors_origin[256];           /* Origin to echo in CORS headers, "" when none */
     int late_status;                 /* error decided while the body was arriving, 0 if none */
     const char *late_code;
     char late_msg[256];
@@ -90,6 +91,89 @@ static const char *status_class(int status)
     static const char *const classes[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
     int c = status / 100;
     return (c >= 1 && c <= 5) ? classes[c - 1] : "other";
+}
+
+/* ---------------------------------------------------------------------------------------
+ * CORS: browser pages on the origins listed in cors_origins may call the API
+ * ------------------------------------------------------------------------------------- */
+
+static enum MHD_Result send_response(struct MHD_Connection *conn, req_state *rs,
+                                     ama_response *resp, const char *allow);
+
+#define CORS_METHODS "GET, POST, PUT, DELETE, OPTIONS"
+#define CORS_HEADERS "Authorization, Content-Type, X-Request-Id"
+#define CORS_MAX_AGE "600"
+
+/* Returns 1 when origin appears in the comma-separated list (spaces around entries ignored),
+ * or the list contains "*". */
+static int origin_listed(const char *list, const char *origin)
+{
+    size_t want = strlen(origin);
+    const char *p = list;
+
+    while (*p != '\0') {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end != '\0' && *end != ',')
+            end++;
+        const char *last = end;
+        while (last > p && last[-1] == ' ')
+            last--;
+        size_t len = (size_t)(last - p);
+        if ((len == 1 && *p == '*') || (len == want && len > 0 && memcmp(p, origin, len) == 0))
+            return 1;
+        p = end;
+    }
+    return 0;
+}
+
+/* Records the request's Origin in rs when CORS is on and the origin is allowed. Returns 1 when
+ * the request carries an Origin that CORS does not allow, 0 otherwise. */
+static int note_cors_origin(const ams_http *http, struct MHD_Connection *conn, req_state *rs)
+{
+    const char *origin = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin");
+
+    if (http->cfg.cors_origins[0] == '\0' || origin == NULL)
+        return 0;
+    if (strlen(origin) >= sizeof rs->cors_origin || !origin_listed(http->cfg.cors_origins, origin))
+        return 1;
+    snprintf(rs->cors_origin, sizeof rs->cors_origin, "%s", origin);
+    return 0;
+}
+
+static void add_cors_headers(struct MHD_Response *r, const req_state *rs)
+{
+    if (rs->cors_origin[0] == '\0')
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", rs->cors_origin);
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "X-Request-Id");
+    MHD_add_response_header(r, "Vary", "Origin");
+}
+
+/* Answers a CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with the allowed
+ * methods and headers for a listed origin, 403 for any other. */
+static enum MHD_Result send_preflight(struct MHD_Connection *conn, req_state *rs, int denied)
+{
+    if (denied || rs->cors_origin[0] == '\0') {
+        ama_response resp;
+        ama_error_response(&resp, 403, "origin_not_allowed",
+                           "origin is not in cors_origins; add it to the server's cors_origins "
+                           "option to call the API from that page");
+        return send_response(conn, rs, &resp, NULL);
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "X-Request-Id", rs->req_id);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", CORS_METHODS);
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", CORS_HEADERS);
+    MHD_add_response_header(r, "Access-Control-Max-Age", CORS_MAX_AGE);
+    add_cors_headers(r, rs);
+    rs->status = 204;
+    enum MHD_Result ret = MHD_queue_response(conn, 204, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* Queues resp (taking its body) with the request id echoed; returns the MHD result. */
@@ -117,6 +201,7 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_state *rs,
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     if (resp->status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"altmoe\"");
+    add_cors_headers(r, rs);
     rs->status = resp->status;
     rs->error_code = resp->error_code;
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
@@ -212,8 +297,6 @@ static ama_request make_request(struct MHD_Connection *conn, req_state *rs)
     req.route = &rs->route;
     req.content_type = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                    MHD_HTTP_HEADER_CONTENT_TYPE);
-    req.authorization = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                    MHD_HTTP_HEADER_AUTHORIZATION);
     req.query_modality = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "modality");
     req.body = rs->body;
     req.body_len = rs->body_len;
@@ -270,7 +353,9 @@ static enum MHD_Result on_body(ams_http *http, req_state *rs, const char *data, 
                        "bytes (max_body)", (long long)http->cfg.max_body_bytes);
         return MHD_YES;
     }
-    if (now_s() - rs->started > (double)http->cfg.request_timeout_ms * 1e-3) {
+    /* An ingest streams for as long as its body is, so only the idle timeout applies to it. */
+    if (rs->ingest == NULL &&
+        now_s() - rs->started > (double)http->cfg.request_timeout_ms * 1e-3) {
         set_late_error(rs, 503, "timeout", "request body took longer than %lld ms "
                        "(request_timeout)", (long long)http->cfg.request_timeout_ms);
         return MHD_YES;
@@ -377,12 +462,17 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         pthread_mutex_lock(&http->lock);
         http->in_flight++;
         pthread_mutex_unlock(&http->lock);
+        int cors_denied = note_cors_origin(http, conn, rs);
         if (strlen(url) >= sizeof rs->path) {
             ama_response resp;
             ama_error_response(&resp, 414, "uri_too_long", "request path is longer than %zu "
                                "bytes", sizeof rs->path - 1);
             return send_response(conn, rs, &resp, NULL);
         }
+        if (http->cfg.cors_origins[0] != '\0' && strcmp(method, "OPTIONS") == 0 &&
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                        "Access-Control-Request-Method") != NULL)
+            return send_preflight(conn, rs, cors_denied);
         return on_headers(http, conn, rs);
     }
     int search_state = atomic_load(&rs->search_state);
@@ -596,11 +686,4 @@ void ams_http_stop(ams_http *http)
     pthread_cond_destroy(&http->idle);
     pthread_mutex_destroy(&http->lock);
     free(http);
-}
-
-int ams_http_port(const ams_http *http)
-{
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(http->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    return info != NULL ? (int)info->port : 0;
 }

@@ -26,7 +26,4 @@ int ams_http_wait_idle(ams_http *http, long timeout_ms);
 /* Stops the daemon, closing every connection, and frees http. NULL is allowed. */
 void ams_http_stop(ams_http *http);
 
-/* The port actually bound (useful with port 0 in tests). */
-int ams_http_port(const ams_http *http);
-
 #endif

@@ -56,6 +56,7 @@ class Server:
                 json.dump(CONNECTOR, f)
             subprocess.run([BIN, "init", "--config", cfg, "--out", self.model, "--seed", "7"],
                            check=True, capture_output=True)
+
         self.data_dir = data_dir or os.path.join(workdir, "data")
         self.port = free_port()
         self.log_path = os.path.join(workdir, "server-%d.log" % self.port)
@@ -69,6 +70,7 @@ class Server:
              "--connection-timeout", "2",
              *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
         deadline = time.time() + 20
         while time.time() < deadline:
             try:
@@ -193,7 +195,9 @@ def test_model_describes_connector(server):
     assert model["modalities"] == [{"name": "text", "dim": TEXT_DIM},
                                    {"name": "image", "dim": IMAGE_DIM}]
     assert ["text", "image"] in model["directions"]
-    assert model["latent"] == LATENT and model["experts"] == 4 and model["top_k"] == 2
+    assert model["latent"] == LATENT
+    assert model["experts"] == 4
+    assert model["top_k"] == 2
     assert len(model["fingerprint"]) == 16
 
 
@@ -202,7 +206,9 @@ def test_request_id_echoed_or_generated(server):
     assert resp.getheader("X-Request-Id") == "abc-123"
     _, resp, _ = server.request("GET", "/healthz", headers={"X-Request-Id": "bad id\x7f"})
     generated = resp.getheader("X-Request-Id")
-    assert generated and generated != "bad id\x7f" and len(generated) == 16
+    assert generated
+    assert generated != "bad id\x7f"
+    assert len(generated) == 16
     assert "req_id=abc-123" in server.read_log()
 
 
@@ -211,15 +217,19 @@ def test_request_id_echoed_or_generated(server):
 # ------------------------------------------------------------------------------------------
 
 def test_collection_lifecycle(server):
-    created = ok(server.request("POST", "/v1/collections", {"name": "tmp", "modalities": ["image"]}))
-    assert created["name"] == "tmp" and created["points"] == 0
+    created = ok(server.request("POST", "/v1/collections",
+                                {"name": "tmp", "modalities": ["image"]}))
+    assert created["name"] == "tmp"
+    assert created["points"] == 0
     names = [c["name"] for c in ok(server.request("GET", "/v1/collections"))["collections"]]
     assert "tmp" in names
     status, _, doc = server.request("POST", "/v1/collections", {"name": "tmp"})
-    assert status == 409 and doc["error"]["code"] == "collection_exists"
+    assert status == 409
+    assert doc["error"]["code"] == "collection_exists"
     assert ok(server.request("DELETE", "/v1/collections/tmp"))["deleted"] == "tmp"
     status, _, doc = server.request("GET", "/v1/collections/tmp")
-    assert status == 404 and doc["error"]["code"] == "collection_not_found"
+    assert status == 404
+    assert doc["error"]["code"] == "collection_not_found"
 
 
 def test_point_get_and_delete(server, docs):
@@ -233,12 +243,15 @@ def test_point_get_and_delete(server, docs):
                       {"points": [{"id": "gone", "modality": "text",
                                    "tokens": [vec(TEXT_DIM, 9), vec(TEXT_DIM, 10)]}]}))
     tokens = ok(server.request("GET", "/v1/collections/docs/points/gone"))["embeddings"]["text"]
-    assert len(tokens) == 2 and len(tokens[0]) == TEXT_DIM
+    assert len(tokens) == 2
+    assert len(tokens[0]) == TEXT_DIM
     assert ok(server.request("DELETE", "/v1/collections/docs/points/gone"))["deleted"] == 1
     status, _, doc = server.request("GET", "/v1/collections/docs/points/gone")
-    assert status == 404 and doc["error"]["code"] == "point_not_found"
+    assert status == 404
+    assert doc["error"]["code"] == "point_not_found"
     status, _, doc = server.request("DELETE", "/v1/collections/docs/points/gone")
-    assert status == 404 and doc["error"]["code"] == "point_not_found"
+    assert status == 404
+    assert doc["error"]["code"] == "point_not_found"
 
 
 # ------------------------------------------------------------------------------------------
@@ -304,7 +317,8 @@ def test_project_shapes_and_norm(server):
     res = ok(server.request("POST", "/v1/project",
                             {"modality": "text", "embeddings": [vec(TEXT_DIM, 1), vec(TEXT_DIM, 2)],
                              "target": "image"}))
-    assert res["dim"] == LATENT and len(res["vectors"]) == 2
+    assert res["dim"] == LATENT
+    assert len(res["vectors"]) == 2
     for v in res["vectors"]:
         assert abs(math.sqrt(sum(x * x for x in v)) - 1.0) < 1e-4
     res = ok(server.request("POST", "/v1/project",
@@ -323,7 +337,8 @@ def test_admin_needs_token(server, auth, docs):
     headers = {"Authorization": auth} if auth is not None else {}
     for path in ("/admin/v1/snapshot", "/admin/v1/model/reload"):
         status, resp, doc = server.request("POST", path, headers=headers)
-        assert status == 401 and doc["error"]["code"] == "unauthorized"
+        assert status == 401
+        assert doc["error"]["code"] == "unauthorized"
         assert "Authorization" in doc["error"]["message"] or "token" in doc["error"]["message"]
         assert resp.getheader("WWW-Authenticate", "").startswith("Bearer")
     status, _, doc = server.request("POST", "/admin/v1/collections/docs/ingest", headers=dict(
@@ -348,7 +363,8 @@ def test_ingest_ndjson_reports_bad_lines(server):
     chunks = [body[i:i + 37] for i in range(0, len(body), 37)]
     res = ok(server.admin("POST", "/admin/v1/collections/bulk/ingest",
                           headers={"Content-Type": "application/x-ndjson"}, chunks=chunks))
-    assert res["accepted"] == 22 and res["rejected"] == 3
+    assert res["accepted"] == 22
+    assert res["rejected"] == 3
     assert [e["line"] for e in res["errors"]] == [4, 8, 12]
     assert "embedding" in res["errors"][0]["reason"]
     assert "JSON" in res["errors"][1]["reason"]
@@ -365,24 +381,47 @@ def test_ingest_commits_in_batches(server):
     res = ok(server.admin("POST", "/admin/v1/collections/batched/ingest",
                           headers={"Content-Type": "application/x-ndjson"}, raw=body.encode()))
     # The server runs with --ingest-batch 100: four full commits and one of 50.
-    assert res["accepted"] == 450 and res["rejected"] == 0 and res["batches"] == 5
+    assert res["accepted"] == 450
+    assert res["rejected"] == 0
+    assert res["batches"] == 5
 
 
 def test_ingest_binary_float32(server):
     ok(server.request("POST", "/v1/collections", {"name": "bin", "modalities": ["image"]}))
-    body = b""
-    for i in range(5):
-        ident = ("r%d" % i).encode()
-        values = vec(IMAGE_DIM, 300 + i)
-        if i == 2:
-            values[1] = float("nan")
-        body += struct.pack("<H", len(ident)) + ident + struct.pack("<%df" % IMAGE_DIM, *values)
+    def records(prefix):
+        out = b""
+        for i in range(5):
+            ident = ("%s%d" % (prefix, i)).encode()
+            values = vec(IMAGE_DIM, 300 + i)
+            if i == 2:
+                values[1] = float("nan")
+            out += struct.pack("<H", len(ident)) + ident
+            out += struct.pack("<%df" % IMAGE_DIM, *values)
+        return out
+
+    body = records("r")
     res = ok(server.admin("POST", "/admin/v1/collections/bin/ingest?modality=image",
                           headers={"Content-Type": "application/octet-stream"}, raw=body))
-    assert res["accepted"] == 4 and res["rejected"] == 1 and res["errors"][0]["record"] == 3
+    assert res["accepted"] == 4
+    assert res["rejected"] == 1
+    assert res["errors"][0]["record"] == 3
+
+    # The same records in 7-byte chunks, cut mid-record, plus a truncated last record.
+    body2 = records("s") + struct.pack("<H", 2) + b"zz" + b"\x00" * 5
+    chunks = [body2[i:i + 7] for i in range(0, len(body2), 7)]
+    res = ok(server.admin("POST", "/admin/v1/collections/bin/ingest?modality=image",
+                          headers={"Content-Type": "application/octet-stream"}, chunks=chunks))
+    assert res["accepted"] == 4
+    assert [e["record"] for e in res["errors"]] == [3, 6]
+    assert "truncated" in res["errors"][1]["reason"]
+    assert ok(server.request("GET", "/v1/collections/bin"))["points"] == 8
+    stored = ok(server.request("GET", "/v1/collections/bin/points/s4"))["embeddings"]["image"]
+    assert [round(x, 4) for x in stored] == vec(IMAGE_DIM, 304)
+
     status, _, doc = server.admin("POST", "/admin/v1/collections/bin/ingest",
                                   headers={"Content-Type": "application/octet-stream"}, raw=body)
-    assert status == 400 and "modality" in doc["error"]["message"]
+    assert status == 400
+    assert "modality" in doc["error"]["message"]
 
 
 def test_snapshot_and_reload(server, docs):
@@ -483,8 +522,10 @@ def test_bad_input_is_rejected(server, docs, case):
 
 def test_wrong_content_type_is_415(server, docs):
     before = state(server)
-    status, _, doc = server.request("POST", SEARCH, raw=b"{}", headers={"Content-Type": "text/plain"})
-    assert status == 415 and doc["error"]["code"] == "unsupported_media_type"
+    status, _, doc = server.request("POST", SEARCH, raw=b"{}",
+                                    headers={"Content-Type": "text/plain"})
+    assert status == 415
+    assert doc["error"]["code"] == "unsupported_media_type"
     assert "Content-Type" in doc["error"]["message"]
     status, _, doc = server.request("POST", SEARCH, raw=b"{}")
     assert status == 415
@@ -494,14 +535,17 @@ def test_wrong_content_type_is_415(server, docs):
 def test_body_over_cap_is_413(server, docs):
     before = state(server)
     big = b'{"points": [' + b" " * MAX_BODY + b"]}"
-    status, _, doc = server.request("PUT", POINTS, raw=big, headers={"Content-Type": "application/json"})
-    assert status == 413 and doc["error"]["code"] == "body_too_large"
+    status, _, doc = server.request("PUT", POINTS, raw=big,
+                                    headers={"Content-Type": "application/json"})
+    assert status == 413
+    assert doc["error"]["code"] == "body_too_large"
     assert "max_body" in doc["error"]["message"]
     # Chunked: no Content-Length, so the cap is enforced while the body streams in.
     chunks = [big[i:i + 8192] for i in range(0, len(big), 8192)]
     status, _, doc = server.request("PUT", POINTS, chunks=chunks,
                                     headers={"Content-Type": "application/json"})
-    assert status == 413 and doc["error"]["code"] == "body_too_large"
+    assert status == 413
+    assert doc["error"]["code"] == "body_too_large"
     assert state(server) == before
 
 
@@ -517,10 +561,12 @@ def test_ingest_over_cap_keeps_committed_batches(server):
     chunks = [body[j:j + 4096] for j in range(0, len(body), 4096)]
     status, _, doc = server.admin("POST", "/admin/v1/collections/capped/ingest", chunks=chunks,
                                   headers={"Content-Type": "application/x-ndjson"})
-    assert status == 413 and doc["error"]["code"] == "body_too_large"
+    assert status == 413
+    assert doc["error"]["code"] == "body_too_large"
     committed = int(doc["error"]["message"].split(";")[-1].split()[0])
     # Whole batches of 100 were committed before the limit; the partial batch was dropped.
-    assert committed > 0 and committed % 100 == 0
+    assert committed > 0
+    assert committed % 100 == 0
     assert ok(server.request("GET", "/v1/collections/capped"))["points"] == committed
 
 
@@ -594,7 +640,8 @@ def test_connection_limit_and_request_timeout():
             reply = sock.recv(65536).decode()
             sock.close()
             assert reply.startswith("HTTP/1.1 503"), reply
-            assert '"code":"timeout"' in reply and "request_timeout" in reply
+            assert '"code":"timeout"' in reply
+            assert "request_timeout" in reply
             status, _, _ = srv.request("GET", "/v1/collections/slow")
             assert status == 404
         finally:
@@ -603,9 +650,11 @@ def test_connection_limit_and_request_timeout():
 
 def test_unknown_route_and_method(server):
     status, _, doc = server.request("GET", "/v2/nothing")
-    assert status == 404 and doc["error"]["code"] == "not_found"
+    assert status == 404
+    assert doc["error"]["code"] == "not_found"
     status, resp, doc = server.request("PATCH", "/v1/collections/docs")
-    assert status == 405 and doc["error"]["code"] == "method_not_allowed"
+    assert status == 405
+    assert doc["error"]["code"] == "method_not_allowed"
     assert "DELETE" in resp.getheader("Allow")
 
 
@@ -662,15 +711,42 @@ def test_sigterm_drains_and_data_survives_restart():
             assert again.stop() == 0
 
 
+def test_sigterm_answers_queued_searches():
+    with tempfile.TemporaryDirectory() as tmp:
+        # A 100 ms window keeps the searches queued in the batcher when SIGTERM arrives.
+        srv = Server(tmp, extra_args=("--batch-window", "100000"))
+        create_docs(srv, "q")
+        results = {}
+
+        def one(i):
+            results[i] = srv.request("POST", "/v1/collections/q/search",
+                                     {"modality": "image", "embedding": vec(IMAGE_DIM, 100 + i),
+                                      "target": "image", "k": 1})
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.03)
+        srv.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join()
+        assert srv.stop() == 0
+        for i in range(6):
+            assert ok(results[i])["hits"][0]["id"] == "p%d" % i
+
+
 def test_serve_help_and_dump_config():
     out = subprocess.run([BIN, "serve", "--help"], capture_output=True, text=True, check=True)
     for flag in ("--listen", "--port", "--batch-window", "--admin-token", "--max-body"):
         assert flag in out.stdout
-    assert "microseconds" in out.stdout and "bytes" in out.stdout
+    assert "microseconds" in out.stdout
+    assert "bytes" in out.stdout
     out = subprocess.run([BIN, "serve", "--dump-config", "--admin-token", "hush", "--port", "9"],
                          capture_output=True, text=True, check=True)
     cfg = json.loads(out.stdout)
-    assert cfg["port"] == 9 and cfg["admin_token"] == "<redacted>"
+    assert cfg["port"] == 9
+    assert cfg["admin_token"] == "<redacted>"
     assert "hush" not in out.stdout
     bad = subprocess.run([BIN, "serve", "--port", "0"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "port" in bad.stderr
+    assert bad.returncode == 2
+    assert "port" in bad.stderr

@@ -1,5 +1,5 @@
 /* libFuzzer target for the request-body parsers of the API: collection definitions, point
- * upserts, single and batch searches and projections, validated against a small connector
+ * upserts, single and batch searches, projections and ingest lines, validated against a small connector
  * (text 4-d, image 3-d). The first input byte picks the route; the rest is the body. Every
  * input must get a status of 200 or 4xx/503 and leave no leak (ASan checks that). */
 #include <stddef.h>
@@ -31,7 +31,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const ama_route_id routes[] = {AMA_ROUTE_COLLECTION_CREATE, AMA_ROUTE_POINTS_UPSERT,
                                           AMA_ROUTE_SEARCH, AMA_ROUTE_SEARCH_BATCH,
-                                          AMA_ROUTE_PROJECT};
+                                          AMA_ROUTE_PROJECT, AMA_ROUTE_ADMIN_INGEST};
     if (size < 1)
         return 0;
     ama_route_id route = routes[data[0] % (sizeof routes / sizeof routes[0])];
