@@ -7,5 +7,6 @@
 int ams_cmd_init(int argc, char **argv);
 int ams_cmd_model(int argc, char **argv);
 int ams_cmd_project(int argc, char **argv);
+int ams_cmd_serve(int argc, char **argv);
 
 #endif

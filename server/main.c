@@ -14,6 +14,7 @@ static const ams_command commands[] = {
     {"init", ams_cmd_init, "create a randomly initialised connector model file"},
     {"model", ams_cmd_model, "inspect a model file (model info FILE)"},
     {"project", ams_cmd_project, "project embeddings from a .npy file through a connector"},
+    {"serve", ams_cmd_serve, "run the REST/JSON retrieval server (serve --help for options)"},
 };
 
 static void print_usage(FILE *out)
