@@ -126,7 +126,11 @@ static void finish_job(ami_store *st, const ami_build_spec_ *spec, uint64_t gene
                     "error=\"%s\"\n", coll->spec.name, coll->spec.modalities[spec->m],
                     err->msg);
     }
+    /* A failed build leaves the index broken when there is no old one to serve, so the next
+     * write or snapshot asks for another attempt. */
     pthread_rwlock_wrlock(&st->lock);
+    if (s != AMC_OK && idx->faiss == NULL && s != AMC_EBUSY)
+        idx->broken = 1;
     idx->building = 0;
     idx->build_running = 0;
     pthread_rwlock_unlock(&st->lock);
