@@ -32,7 +32,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay
+.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay data
 .DEFAULT_GOAL := all
 
 all: deps
@@ -111,6 +111,10 @@ fuzz: fuzz-build
 
 bench: all
 	@if [ -x bench/run ]; then bench/run; else echo "bench: no benchmarks yet"; fi
+
+# Rebuild the real openclipart sample in data/ from Debian and npm packages (about 5 minutes).
+data:
+	JOBS=2 sh tools/embed/build-sample.sh
 
 clean:
 	rm -rf build
