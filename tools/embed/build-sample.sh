@@ -45,5 +45,5 @@ node "$here/glove-subset.js" --items "$out/items.jsonl" --out "$root/data/glove"
 
 # Step 4: check the result: the Python query encoder agrees with the Node tool, and the
 # ridge baseline gives the sanity numbers quoted in data/openclipart/README.md.
-$python -m pytest -q "$here/test_text_query.py"
+$python -m pytest -q "$here/test_text_query.py" "$here/test_sample.py"
 $python "$here/ridge_baseline.py" --data "$out"

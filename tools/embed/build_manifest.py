@@ -62,7 +62,8 @@ NOISE_KEYWORDS = {"hash", "unsorted", "magick", "lemon_theme_icon", "mapsym", "a
                   "united_nations_member", "special", "examples"}
 DIRTY_DESCRIPTION = re.compile(
     r"(https?://|www\.|@|HASH\(|created with|converted from|\.svg|\.png|\.eps|"
-    r"part of|collection|licen[cs]e|public domain|&\w+;)", re.I)
+    r"part of|collection|licen[cs]e|public domain|inkscape|sodipodi|e-?mail|adress|address|"
+    r"&\w+;)", re.I)
 
 
 def clean_space(text):
@@ -110,9 +111,11 @@ def clean_keywords(keywords, creator):
     return out
 
 
-def clean_description(description, known_words):
+def clean_description(description, known_words, creator):
     """Returns the description if it is short, clean and adds a word; else ''."""
     if not description or len(description) > MAX_DESCRIPTION:
+        return ""
+    if description.lower() == creator.lower():
         return ""
     if DIRTY_DESCRIPTION.search(description) or BARE_CODE.match(description):
         return ""
@@ -126,7 +129,7 @@ def make_caption(title, description, keywords, creator):
     title = clean_title(title)
     keywords = clean_keywords(keywords, creator)
     known = set(tokenize(title + " " + " ".join(keywords)))
-    description = clean_description(description, known)
+    description = clean_description(description, known, creator)
     parts = [title, description, ", ".join(keywords)]
     return "; ".join(p for p in parts if p)
 

@@ -9,7 +9,9 @@
 //   image.npy    [N, 480] CenterNet/MobileNetV3 features (see image.js)
 //   text.npy     [N, 100] GloVe caption vectors (see text.js)
 //   items.jsonl  the manifest objects of the N embedded items, rows aligned with the .npy files
-//   skipped.jsonl the items left out, each with the reason (only when there are some)
+//   skipped.jsonl the items left out, each with the reason (only when there are some): no caption
+//                 word in GloVe, an image that fails to decode or is blank, or an image vector
+//                 equal to an earlier item's (the same picture in another file)
 // Captions are embedded first in this process; images are then spread over N worker processes
 // (one WebAssembly thread each), and progress is printed to stderr.
 'use strict';
@@ -147,6 +149,9 @@ function embedImages(entries, jobs) {
       const worker = fork(path.join(__dirname, 'embed-worker.js'), [], { stdio: 'inherit' });
       live += 1;
       worker.on('message', (msg) => {
+        if (msg.error !== undefined) {
+          process.stderr.write(`image: skipping ${entries[msg.index].item.id}: ${msg.error}\n`);
+        }
         results[msg.index] = msg.error !== undefined ? msg.error : Float32Array.from(msg.vector);
         done += 1;
         report(done);
@@ -202,11 +207,12 @@ async function main() {
   const imageResults = await embedImages(withText, opts.jobs);
   const imageOf = new Map(withText.map((e, i) => [e, imageResults[i]]));
 
-  // Step 3: keep the items that have both vectors, in manifest order, and write.
+  // Step 3: keep the items that have both vectors and a new image vector, in manifest order.
   const kept = [];
   const imageRows = [];
   const textRows = [];
   const skipped = [];
+  const firstWithVector = new Map();
   entries.forEach((e, i) => {
     const t = textVectors[i];
     if (t === null) {
@@ -218,10 +224,18 @@ async function main() {
       skipped.push({ id: e.item.id, reason: r });
       return;
     }
+    const key = Buffer.from(r.buffer, r.byteOffset, r.byteLength).toString('base64');
+    if (firstWithVector.has(key)) {
+      skipped.push({ id: e.item.id, reason: `same image vector as ${firstWithVector.get(key)}` });
+      return;
+    }
+    firstWithVector.set(key, e.item.id);
     kept.push(e);
     imageRows.push(r);
     textRows.push(t);
   });
+
+  // Step 4: write.
   writeOutputs(opts, kept, imageRows, textRows, skipped);
   process.stderr.write(`embed: wrote ${kept.length} items to ${opts.out}` +
     (skipped.length ? `, skipped ${skipped.length} (see skipped.jsonl)` : '') + '\n');

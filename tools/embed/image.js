@@ -20,6 +20,9 @@ const DIM = 480;
 const FEATURE_NODE = 'tower_0/extern1/hard_swish/mul_1';
 const MODEL_DIR = path.join(__dirname, 'model');
 const WHITE = { r: 255, g: 255, b: 255, alpha: 1 };
+// Images whose letterboxed pixels all lie within this many levels of each other are blank: some
+// packaged PNGs are fully transparent because their rasterisation failed.
+const BLANK_RANGE = 8;
 
 /**
  * Starts TensorFlow.js on the WebAssembly backend with one thread and loads the graph from
@@ -68,7 +71,8 @@ async function svgDensity(file) {
 
 /**
  * Decodes an image file and letterboxes it onto white (steps 1-2 above).
- * Returns a Float32Array of SIZE*SIZE*3 RGB values in 0-255, row-major (HWC).
+ * Returns a Float32Array of SIZE*SIZE*3 RGB values in 0-255, row-major (HWC). Throws if the
+ * file cannot be decoded or the result is blank (one colour); the message omits the file name.
  */
 async function loadPixels(file) {
   const options = { limitInputPixels: false };
@@ -82,8 +86,17 @@ async function loadPixels(file) {
     .raw()
     .toBuffer({ resolveWithObject: true });
   if (info.width !== SIZE || info.height !== SIZE || info.channels !== 3) {
-    throw new Error(`${file} decoded to ${info.width}x${info.height}x${info.channels}, ` +
+    throw new Error(`decoded to ${info.width}x${info.height}x${info.channels}, ` +
       `expected ${SIZE}x${SIZE}x3`);
+  }
+  let low = 255;
+  let high = 0;
+  for (const value of data) {
+    if (value < low) low = value;
+    if (value > high) high = value;
+  }
+  if (high - low < BLANK_RANGE) {
+    throw new Error(`blank after flattening onto white (all pixels ${low}-${high})`);
   }
   return Float32Array.from(data);
 }

@@ -8,6 +8,9 @@ per line) and repeats the Node tool's steps exactly:
   3. drop one-letter tokens, the STOP_WORDS below and words not in the vocabulary;
   4. average the unit word vectors (repeats count each time) and scale to unit length.
 
+The subset contains every caption word of the sample and the 20,000 most frequent GloVe words. A
+query word outside both is skipped here, while the Node tool (with all 341,479 words) uses it.
+
 Usage: text_query.py "red sports car" [more queries...]  prints the tokens used and the vector.
 As a module: GloveSubset(data_dir).embed(text) -> numpy float32 (100,) or None.
 """
