@@ -63,6 +63,7 @@ function parseArgs(argv) {
 
 /** Reads the manifest; returns its objects with `image` made absolute in `imagePath`. */
 function readManifest(file, limit) {
+  if (!fs.existsSync(file)) throw new Error(`manifest ${file} not found; build one first`);
   const base = path.dirname(path.resolve(file));
   const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim() !== '');
   return lines.slice(0, limit).map((line, i) => {

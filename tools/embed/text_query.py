@@ -11,7 +11,8 @@ per line) and repeats the Node tool's steps exactly:
 The subset contains every caption word of the sample and the 20,000 most frequent GloVe words. A
 query word outside both is skipped here, while the Node tool (with all 341,479 words) uses it.
 
-Usage: text_query.py "red sports car" [more queries...]  prints the tokens used and the vector.
+Usage: text_query.py "red sports car" [more queries...]  prints the tokens used and the vector
+(exit status 1 if some query has no known word).
 As a module: GloveSubset(data_dir).embed(text) -> numpy float32 (100,) or None.
 """
 
@@ -76,14 +77,16 @@ def main(argv):
         print(__doc__.strip())
         return 0 if len(argv) >= 2 else 2
     glove = GloveSubset()
+    status = 0
     for text in argv[1:]:
         vector = glove.embed(text)
         if vector is None:
             print(f"{text!r}: no known word after stop words; no vector", file=sys.stderr)
+            status = 1
             continue
         print(f"{text!r}: words {glove.words_used(text)}")
         print(" ".join(f"{x:.5f}" for x in vector))
-    return 0
+    return status
 
 
 if __name__ == "__main__":
