@@ -107,7 +107,7 @@ function progressReporter(label, total) {
   };
 }
 
-/** Embeds every caption; returns {vectors: Float64Array[] or null per entry}. */
+/** Embeds every caption. Returns one unit Float64Array(100) per entry, or null if no word is known. */
 function embedCaptions(entries) {
   const start = Date.now();
   process.stderr.write('text: loading GloVe 100-d (about 5 s, 1 GB)\n');
