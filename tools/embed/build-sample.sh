@@ -28,7 +28,9 @@ if [ -n "$missing" ]; then
 fi
 
 # Step 2: Node.js, the pinned npm dependencies and the CenterNet model files.
-if ! node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=9)?0:1)'; then
+node_ok='const [major, minor] = process.versions.node.split(".").map(Number);
+process.exit(major > 20 || (major === 20 && minor >= 9) ? 0 : 1);'
+if ! node -e "$node_ok"; then
   echo "data: Node.js >= 20.9 is required (sharp 0.35 needs it); found $(node --version 2>&1)" >&2
   exit 1
 fi
@@ -39,7 +41,9 @@ mkdir -p "$work" "$out" "$root/data/glove"
 $python "$here/build_manifest.py" --out "$work/manifest.jsonl"
 node "$here/embed.js" --manifest "$work/manifest.jsonl" --out "$work/openclipart" \
   --jobs "$jobs" --dtype float16
-cp "$work/openclipart/image.npy" "$work/openclipart/text.npy" "$work/openclipart/items.jsonl" "$out/"
+for f in image.npy text.npy items.jsonl; do
+  cp "$work/openclipart/$f" "$out/"
+done
 $python "$here/make_split.py" --items "$out/items.jsonl" --out "$out/split.json"
 node "$here/glove-subset.js" --items "$out/items.jsonl" --out "$root/data/glove" --top 20000
 

