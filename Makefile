@@ -33,7 +33,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash
+.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash data
 .DEFAULT_GOAL := all
 
 all: deps
@@ -129,6 +129,10 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 bench: all
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	bench/run
+
+# Rebuild the real openclipart sample in data/ from Debian and npm packages (about 5 minutes).
+data:
+	JOBS=2 sh tools/embed/build-sample.sh
 
 clean:
 	rm -rf build
