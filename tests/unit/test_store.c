@@ -548,7 +548,8 @@ static void assert_consistent(fixture *f, int n, const int *live)
         assert_int_equal(info.indexed[m], info.vectors[m]);
     assert_int_equal(ami_store_ready(f->st), 1);
 
-    float q[TEXT_DIM], scores[256];
+    float q[TEXT_DIM];
+    float *scores = malloc(sizeof(float) * (size_t)n);
     query_vector(q, "text", 3);
     brute_scores(f->conn, "text", q, "image", n, scores);
     ami_search_params p = params_k("image", 5);
@@ -557,6 +558,7 @@ static void assert_consistent(fixture *f, int n, const int *live)
     assert_int_equal(search_one(f, "docs", "text", q, &p, &r), AMC_OK);
     assert_exact_topk(&r, scores, live, n, 5);
     ami_results_free(&r, 1);
+    free(scores);
 }
 
 static void test_snapshot_replay(void **state)
@@ -696,6 +698,30 @@ static void test_hnsw_read_your_writes(void **state)
         ami_results_free(&r, 1);
     }
     assert_consistent(f, 200, NULL);
+}
+
+static void test_drop_and_close_during_builds(void **state)
+{
+    fixture *f = *state;
+
+    /* Drop a collection while the builder thread is adding its vectors. */
+    create(f, "docs", "Flat", "HNSW32");
+    for (int b = 0; b < 4; b++)
+        upsert_range(f, "docs", "image", b * 500, 500);
+    assert_int_equal(ami_collection_drop(f->st, "docs", NULL), AMC_OK);
+
+    /* Close while it catches up, and reload the connector while it builds. */
+    create(f, "docs", "Flat", "HNSW32");
+    for (int b = 0; b < 4; b++)
+        upsert_range(f, "docs", "image", b * 500, 500);
+    reopen(f, NULL);
+    amc_connector *next = test_connector(9);
+    amc_error err = {0};
+    assert_int_equal(ami_store_reload(f->st, next, &err), AMC_OK);
+    amc_connector_free(f->conn);
+    f->conn = next;
+    upsert_range(f, "docs", "image", 2000, 10);
+    assert_consistent(f, 2010, NULL);
 }
 
 static void test_ivf_training(void **state)
@@ -992,6 +1018,7 @@ int main(void)
         STORE_TEST(test_corrupt_snapshot),
         STORE_TEST(test_hnsw_tombstones),
         STORE_TEST(test_hnsw_read_your_writes),
+        STORE_TEST(test_drop_and_close_during_builds),
         STORE_TEST(test_ivf_training),
         STORE_TEST(test_map_growth),
         STORE_TEST(test_disk_full),
