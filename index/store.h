@@ -83,9 +83,10 @@ typedef struct ami_store_options {
  * by a connector with another fingerprint is re-projected from its raw embeddings before this
  * returns.
  * TODO: re-project in a background thread and serve the old index version meanwhile.
- * On success *out is the store, which the caller frees with ami_store_close(). Fails with
- * AMC_EINVAL when a stored collection names a modality conn lacks, AMC_EIO when dir cannot be
- * opened, AMC_EBUSY when LMDB reports the environment locked. */
+ * On success *out is the store, which the caller frees with ami_store_close(). One process at
+ * a time may open a directory (an flock() on <dir>/LOCK). Fails with AMC_EINVAL when a stored
+ * collection names a modality conn lacks, AMC_EIO when dir cannot be opened, AMC_EBUSY when
+ * another process (or another open store in this one) holds the directory. */
 amc_status ami_store_open(ami_store **out, const char *dir, const amc_connector *conn,
                           const ami_store_options *opts, amc_error *err);
 

@@ -80,6 +80,7 @@ typedef struct ami_coll_ {
 
 struct ami_store {
     MDB_env *env;
+    int lock_fd;                 /* <dir>/LOCK, held with flock() while open; -1 when none */
     MDB_dbi db_meta, db_colls, db_stats, db_ids, db_points, db_raw, db_vecs, db_oplog;
     char dir[4096];
     const amc_connector *conn;

@@ -173,6 +173,18 @@ static void test_open_errors(void **state)
     assert_null(st);
     assert_non_null(strstr(err.msg, "/nonexistent/altmoe"));
     assert_int_equal(ami_store_open(&st, NULL, conn, NULL, &err), AMC_EINVAL);
+
+    /* A second open of the same directory is rejected while the first one lasts. */
+    char dir[64];
+    test_tmpdir(dir);
+    ami_store *first;
+    assert_int_equal(ami_store_open(&first, dir, conn, NULL, &err), AMC_OK);
+    assert_int_equal(ami_store_open(&st, dir, conn, NULL, &err), AMC_EBUSY);
+    assert_non_null(strstr(err.msg, "in use"));
+    ami_store_close(first);
+    assert_int_equal(ami_store_open(&st, dir, conn, NULL, &err), AMC_OK);
+    ami_store_close(st);
+    test_rmdir(dir);
     amc_connector_free(conn);
     ami_store_close(NULL);
 }
