@@ -912,6 +912,46 @@ static void test_connector_change(void **state)
     amc_connector_free(without_image);
 }
 
+static void test_reload_failure_reverts(void **state)
+{
+    fixture *f = *state;
+    create(f, "a", "Flat", "Flat");
+    create(f, "docs", "Flat", "Flat");
+    upsert_range(f, "a", "image", 0, 5);
+    upsert_range(f, "docs", "image", 0, 3000);
+    ami_store_close(f->st);
+    f->st = NULL;
+
+    /* A map with room for re-projecting "a" but not "docs" makes the reload fail midway. */
+    char file[128];
+    struct stat sb;
+    snprintf(file, sizeof file, "%s/data.mdb", f->dir);
+    assert_int_equal(stat(file, &sb), 0);
+    size_t cap = ((size_t)sb.st_size + (16 << 10) + 4095) / 4096 * 4096;
+    ami_store_options opts = {.map_size = cap, .map_size_max = cap};
+    amc_error err = {0};
+    assert_int_equal(ami_store_open(&f->st, f->dir, f->conn, &opts, &err), AMC_OK);
+    char fp[17];
+    amc_connector_fingerprint(f->conn, fp);
+    amc_connector *next = test_connector(11);
+    amc_status s = ami_store_reload(f->st, next, &err);
+    if (s == AMC_OK) {
+        /* The map had more room than estimated; nothing to check here. */
+        amc_connector_free(f->conn);
+        f->conn = next;
+        skip();
+    }
+    assert_int_equal(s, AMC_EFULL);
+
+    /* Nothing changed: connector, fingerprints and search results are the old ones. */
+    assert_true(ami_store_connector(f->st) == f->conn);
+    ami_collection_info info;
+    assert_int_equal(ami_collection_describe(f->st, "a", &info, NULL), AMC_OK);
+    assert_string_equal(info.fingerprint, fp);
+    assert_consistent(f, 3000, NULL);
+    amc_connector_free(next);
+}
+
 static void test_predictive_space(void **state)
 {
     fixture *f = *state;
@@ -1035,6 +1075,7 @@ int main(void)
         STORE_TEST(test_map_growth),
         STORE_TEST(test_disk_full),
         STORE_TEST(test_connector_change),
+        STORE_TEST(test_reload_failure_reverts),
         STORE_TEST(test_predictive_space),
         STORE_TEST(test_concurrent_readers),
     };
