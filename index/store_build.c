@@ -127,7 +127,7 @@ static void finish_job(ami_store *st, const ami_build_spec_ *spec, uint64_t gene
                     err->msg);
     }
     /* A failed build leaves the index broken when there is no old one to serve, so the next
-     * write or snapshot asks for another attempt. */
+     * write or snapshot requests another attempt. */
     pthread_rwlock_wrlock(&st->lock);
     if (s != AMC_OK && idx->faiss == NULL && s != AMC_EBUSY)
         idx->broken = 1;
