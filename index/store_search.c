@@ -348,16 +348,14 @@ static amc_status search_tail(search_ctx *c, uint64_t after, amc_error *err)
             break;
         uint64_t iid;
         memcpy(&iid, v.mv_data, 8);
+        MDB_val rec;
+        if (c->filter != NULL && (read_rec(c, iid, &rec) != 0 || !rec_matches(c, &rec)))
+            continue;
         memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
-        for (int q = 0; q < c->nq; q++) {
-            if (c->exact[q])
-                continue;
-            MDB_val rec;
-            if (c->filter != NULL && (read_rec(c, iid, &rec) != 0 || !rec_matches(c, &rec)))
-                continue;
-            heap_push(&c->heaps[q], dot(c->qv + (size_t)q * (size_t)c->dim, c->scratch, c->dim),
-                      iid);
-        }
+        for (int q = 0; q < c->nq; q++)
+            if (!c->exact[q])
+                heap_push(&c->heaps[q],
+                          dot(c->qv + (size_t)q * (size_t)c->dim, c->scratch, c->dim), iid);
     }
     mdb_cursor_close(cur);
     if (rc != 0 && rc != MDB_NOTFOUND)
