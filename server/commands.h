@@ -9,5 +9,6 @@ int ams_cmd_model(int argc, char **argv);
 int ams_cmd_project(int argc, char **argv);
 int ams_cmd_train(int argc, char **argv);
 int ams_cmd_eval(int argc, char **argv);
+int ams_cmd_serve(int argc, char **argv);
 
 #endif

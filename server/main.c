@@ -16,6 +16,7 @@ static const ams_command commands[] = {
     {"project", ams_cmd_project, "project embeddings from a .npy file through a connector"},
     {"train", ams_cmd_train, "train a connector on aligned .npy embeddings"},
     {"eval", ams_cmd_eval, "print a model's retrieval recall on aligned .npy embeddings"},
+    {"serve", ams_cmd_serve, "run the REST/JSON retrieval server (serve --help for options)"},
 };
 
 static void print_usage(FILE *out)
