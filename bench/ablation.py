@@ -103,7 +103,9 @@ def main():
                     "hidden": a.hidden, "latent": a.hidden, "experts": experts,
                     "top_k": top_k, "dropout": 0.1}
 
-        common = ["--batch", str(a.batch), "--patience", str(a.patience), *a.extra.split()]
+        # center_l2 as the ridge map uses it, so both see the same features
+        common = ["--batch", str(a.batch), "--patience", str(a.patience), "--preprocess",
+                  "center_l2", *a.extra.split()]
         half = max(1, a.epochs // 2)
         variants = [
             ("moe-alternating", cfg(a.experts, a.top_k),

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Trains the same initial connector for a few steps with `altmoe train` and with the PyTorch
 # reference (bench/torch_ref.py) and compares the per-step losses; also prints both trainers'
-# samples/s on THREADS threads (default 1). Usage:
+# samples/s on THREADS threads (default 1), with PREPROCESS (default center_l2) features. Usage:
 #   bench/compare_torch.sh CONFIG.json TEXT.npy IMAGE.npy [STEPS] [BATCH] [SCHEDULE]
 # The modalities of CONFIG.json must be called text and image. Exits 1 when a loss differs by
 # more than 1e-3 relative. The regression term is small (about 0.01) once training starts, so
@@ -14,17 +14,18 @@ cfg=$1 text=$2 image=$3 steps=${4:-50} batch=${5:-128} schedule=${6:-alternating
 bin=${ALTMOE_BIN:-build/altmoe}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-threads=${THREADS:-1}
+threads=${THREADS:-1} preprocess=${PREPROCESS:-center_l2}
 export OPENBLAS_NUM_THREADS=$threads OMP_NUM_THREADS=$threads
 
 "$bin" init --config "$cfg" --out "$dir/init.safetensors" --seed 1 >/dev/null
 "$bin" train --init "$dir/init.safetensors" --data text="$text" --data image="$image" \
     --out "$dir/c.safetensors" --val-fraction 0 --no-dropout --max-steps "$steps" \
+    --preprocess "$preprocess" \
     --batch "$batch" --schedule "$schedule" --loss-log "$dir/c.loss" --log-every 0 |
     grep trained
 /usr/bin/python3 bench/torch_ref.py --init "$dir/init.safetensors" --data text="$text" \
     --data image="$image" --steps "$steps" --batch "$batch" --schedule "$schedule" \
-    --threads "$threads" > "$dir/torch.loss"
+    --threads "$threads" --preprocess "$preprocess" > "$dir/torch.loss"
 /usr/bin/python3 - "$dir/c.loss" "$dir/torch.loss" <<'PY'
 import sys
 c = [l.split() for l in open(sys.argv[1])]

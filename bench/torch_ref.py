@@ -179,7 +179,7 @@ def main():
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--tau", type=float, default=0.03)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--preprocess", default="center_l2", choices=["center_l2", "none"])
+    ap.add_argument("--preprocess", default="none", choices=["center_l2", "none"])
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

@@ -104,8 +104,9 @@ static void train_usage(FILE *out)
             "  --data M=FILE.npy     training data of modality M (repeat per modality)\n"
             "  --val-data M=FILE     explicit validation files (default: a seeded split)\n"
             "  --val-fraction F      share of --data held out for validation (default 0.1)\n"
-            "  --preprocess P        center_l2 (default: subtract the training mean, then\n"
-            "                        L2-normalise each vector; stored in the model) or none\n"
+            "  --preprocess P        none (default) or center_l2: subtract the training mean,\n"
+            "                        then L2-normalise each vector; the means are stored in the\n"
+            "                        model and applied by eval and project, not yet by serve\n"
             "schedule:\n"
             "  --schedule S          alternating (default: one direction per step, round\n"
             "                        robin), joint (all directions every step) or single\n"
@@ -424,7 +425,7 @@ done:
 
 int ams_cmd_train(int argc, char **argv)
 {
-    train_args a = {.val_fraction = 0.1, .preprocess = 1, .opts = amc_train_opts_default()};
+    train_args a = {.val_fraction = 0.1, .preprocess = 0, .opts = amc_train_opts_default()};
     int opt, index = 0, status = 2;
 
     optind = 1;

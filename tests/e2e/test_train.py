@@ -41,7 +41,8 @@ def test_train_then_eval(data):
     tmp, cfg, paths = data
     out = tmp / "m.safetensors"
     res = run("train", "--config", str(cfg), *data_args(paths), "--out", str(out),
-              "--epochs", "15", "--batch", "32", "--tau", "0.1", "--log-every", "10")
+              "--epochs", "15", "--batch", "32", "--tau", "0.1", "--log-every", "10",
+              "--preprocess", "center_l2")
     assert "ETA" in res.stdout and "samples/s" in res.stdout
     assert "image->text" in res.stdout and "text->image" in res.stdout
     for name in ("m.safetensors", "m.last.safetensors", "m.state"):
@@ -70,7 +71,7 @@ def test_train_then_eval(data):
     assert got == pytest.approx(dirs["image->text"]["contrastive"], abs=0.006)
 
     info = run("model", "info", str(out)).stdout
-    assert '"schedule":"alternating"' in info and '"preprocess"' in info
+    assert '"schedule":"alternating"' in info and '"center_l2"' in info
 
 
 def test_cli_resume_is_exact(data):
