@@ -111,7 +111,8 @@ def main():
             ("moe-alternating", cfg(a.experts, a.top_k),
              ["--epochs", str(a.epochs), "--schedule", "alternating"]),
             ("moe-joint", cfg(a.experts, a.top_k), ["--epochs", str(half), "--schedule", "joint"]),
-            ("mlp-alternating", cfg(1, 1), ["--epochs", str(a.epochs), "--schedule", "alternating"]),
+            ("mlp-alternating", cfg(1, 1),
+             ["--epochs", str(a.epochs), "--schedule", "alternating"]),
         ]
         only = set(filter(None, a.only.split(",")))
         print(f"openclipart sample: train {sizes['train']}, validation {sizes['validation']}, "

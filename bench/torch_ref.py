@@ -202,7 +202,8 @@ def main():
     warmup = round(a.warmup_epochs * steps_per_epoch)
 
     decay = [p for n, p in model.p.items() if n.endswith("/weight") and not n.startswith("ln_")]
-    other = [p for n, p in model.p.items() if not (n.endswith("/weight") and not n.startswith("ln_"))]
+    other = [p for n, p in model.p.items()
+             if not (n.endswith("/weight") and not n.startswith("ln_"))]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.0},
                              {"params": other, "weight_decay": 0.0}], lr=a.lr)
     rng = Rng(a.seed)

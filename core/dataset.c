@@ -70,7 +70,8 @@ amc_status amc_pairs_from_npy(amc_pairs *out, const amc_config *cfg, const char 
         if (bad >= 0) {
             amc_pairs_free(out);
             return amc_error_set(err, AMC_EINVAL,
-                                 "data for '%s': row %lld contains NaN or Inf; remove or fix that row",
+                                 "data for '%s': row %lld contains NaN or Inf; remove or fix "
+                                 "that row",
                                  mod->name, (long long)bad);
         }
         out->rows = (int)a->shape[0];

@@ -36,8 +36,10 @@ static inline float erf_approx(float x)
 }
 
 /* Built for AVX-512, AVX2 and baseline x86-64; the loader picks the best the CPU has. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define AMC_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), optimize("tree-vectorize")))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    !defined(__SANITIZE_ADDRESS__)
+#define AMC_SIMD_CLONES \
+    __attribute__((target_clones("avx512f", "avx2", "default"), optimize("tree-vectorize")))
 #else
 #define AMC_SIMD_CLONES
 #endif

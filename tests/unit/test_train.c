@@ -342,7 +342,8 @@ static void training_learns_and_alternates(void **state)
     assert_int_equal(res.epochs_run, 30);
     assert_true(res.best_epoch >= 1);
     /* 120 validation pairs: chance R@10 is 8 %; the trained connector must be far above */
-    print_message("mean recall before %.3f after %.3f, R@10 %.3f %.3f\n", before.mean, res.best.mean, res.best.cl[0].r10, res.best.cl[1].r10);
+    print_message("mean recall before %.3f after %.3f, R@10 %.3f %.3f\n", before.mean,
+                  res.best.mean, res.best.cl[0].r10, res.best.cl[1].r10);
     assert_true(before.mean < 0.3);
     assert_true(res.best.mean > 0.6);
     for (int d = 0; d < 2; d++)
