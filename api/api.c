@@ -733,7 +733,7 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
     amc_connector *fresh = NULL;
     amc_error err;
     double t0 = ama_now_s_();
-    amc_status s = amc_model_load(ctx->cfg.model, &fresh, NULL, &err);
+    amc_status s = amc_model_load_for_inference(ctx->cfg.model, &fresh, NULL, &err);
     if (s == AMC_OK)
         s = ami_store_reload(ctx->store, fresh, &err);
     if (s != AMC_OK) {

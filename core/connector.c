@@ -424,10 +424,32 @@ amc_status amc_connector_create(amc_connector **out, const amc_config *cfg, amc_
     return AMC_OK;
 }
 
+amc_status amc_connector_set_input_mean(amc_connector *conn, int m, const float *mean,
+                                        amc_error *err)
+{
+    if (m < 0 || m >= conn->cfg.n_modalities)
+        return amc_error_set(err, AMC_EINVAL, "modality index %d is out of range [0, %d)", m,
+                             conn->cfg.n_modalities);
+    float *copy = NULL;
+    if (mean != NULL) {
+        size_t bytes = sizeof(float) * (size_t)conn->cfg.modalities[m].dim;
+        copy = malloc(bytes);
+        if (copy == NULL)
+            return amc_error_set(err, AMC_ENOMEM, "input mean of modality %s: out of memory",
+                                 conn->cfg.modalities[m].name);
+        memcpy(copy, mean, bytes);
+    }
+    free(conn->input_mean[m]);
+    conn->input_mean[m] = copy;
+    return AMC_OK;
+}
+
 void amc_connector_free(amc_connector *conn)
 {
     if (conn == NULL)
         return;
+    for (int m = 0; m < AMC_MAX_MODALITIES; m++)
+        free(conn->input_mean[m]);
     free(conn->tensors);
     free(conn->block);
     free(conn);

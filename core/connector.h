@@ -122,6 +122,9 @@ typedef struct amc_connector {
     int n_tensors;
     amc_tensor_info *tensors;  /* owned, in file order */
     amc_params p;              /* views into block */
+    float *input_mean[AMC_MAX_MODALITIES]; /* owned; when set for modality m,
+                                  amc_connector_project() subtracts it from every input token of
+                                  m and then scales the token to unit L2 norm ("center_l2") */
 } amc_connector;
 
 /* Allocates a connector for cfg (validated first) with every parameter zero. The caller frees it
@@ -134,6 +137,12 @@ void amc_connector_free(amc_connector *conn);
 /* Number of trainable parameters: the sum of every tensor's numel. It is below n_params, which
  * also counts the alignment padding between tensors. */
 size_t amc_connector_param_count(const amc_connector *conn);
+
+/* Makes amc_connector_project() centre every input token of modality m on mean [d_m] (copied)
+ * and then L2-normalise it, the feature preprocessing a model may be trained with. NULL
+ * removes it. Returns AMC_EINVAL for a bad m, AMC_ENOMEM when the copy fails. */
+amc_status amc_connector_set_input_mean(amc_connector *conn, int m, const float *mean,
+                                        amc_error *err);
 
 /* Fills params with pointers into block, which must hold conn->n_params floats. */
 void amc_params_point(const amc_connector *conn, float *block, amc_params *params);
@@ -169,7 +178,8 @@ amc_workspace *amc_workspace_new(void);
 void amc_workspace_free(amc_workspace *ws);
 
 /* Projects a batch of n items, each seq tokens of d_src floats (x is [n, seq, d_src], row-major;
- * seq = 1 for pooled vectors), into out [n, amc_connector_out_dim()]. Dropout is off. Rejects an
+ * seq = 1 for pooled vectors), into out [n, amc_connector_out_dim()]. Dropout is off. The input
+ * preprocessing set with amc_connector_set_input_mean() is applied to a copy of x first. Rejects an
  * unknown direction, n < 1 or seq < 1 with AMC_EINVAL; returns AMC_ENOMEM when the workspace
  * cannot grow. */
 amc_status amc_connector_project(const amc_connector *conn, amc_workspace *ws, amc_space space,

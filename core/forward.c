@@ -19,6 +19,8 @@ struct amc_workspace {
     ws_slot slots[WS_SLOTS];
     int next;      /* next slot handed out by ws_take() in the current forward call */
     int failed;    /* set when an allocation failed during the current call */
+    float *input;  /* preprocessed copy of amc_connector_project()'s input, outside the slots */
+    size_t input_cap;
 };
 
 amc_workspace *amc_workspace_new(void)
@@ -32,6 +34,7 @@ void amc_workspace_free(amc_workspace *ws)
         return;
     for (int i = 0; i < WS_SLOTS; i++)
         free(ws->slots[i].ptr);
+    free(ws->input);
     free(ws);
 }
 
@@ -328,6 +331,28 @@ int amc_connector_out_dim(const amc_connector *conn, amc_space space, int src, i
     return conn->cfg.latent;
 }
 
+/* Returns a copy of the count tokens x [count, d] with each token centred on mean and scaled to
+ * unit L2 norm, in the workspace's input buffer; NULL when that buffer cannot grow. */
+static const float *center_l2_tokens(amc_workspace *ws, const float *x, size_t count, int d,
+                                     const float *mean)
+{
+    size_t need = count * (size_t)d;
+    if (ws->input_cap < need) {
+        float *grown = realloc(ws->input, need * sizeof(float));
+        if (grown == NULL)
+            return NULL;
+        ws->input = grown;
+        ws->input_cap = need;
+    }
+    for (size_t t = 0; t < count; t++) {
+        float *row = ws->input + t * (size_t)d;
+        for (int j = 0; j < d; j++)
+            row[j] = x[t * (size_t)d + j] - mean[j];
+    }
+    amc_l2_normalise_rows(ws->input, NULL, (int)count, d);
+    return ws->input;
+}
+
 amc_status amc_connector_project(const amc_connector *conn, amc_workspace *ws, amc_space space,
                                  int src, int tgt, const float *x, int n, int seq, float *out,
                                  amc_error *err)
@@ -336,6 +361,16 @@ amc_status amc_connector_project(const amc_connector *conn, amc_workspace *ws, a
 
     if (src < 0 || src >= cfg->n_modalities)
         return amc_error_set(err, AMC_EINVAL, "source modality index %d is out of range", src);
+    amc_status rc = check_sizes(n, seq, err);
+    if (rc != AMC_OK)
+        return rc;
+    if (conn->input_mean[src] != NULL) {
+        x = center_l2_tokens(ws, x, (size_t)n * (size_t)seq, cfg->modalities[src].dim,
+                             conn->input_mean[src]);
+        if (x == NULL)
+            return amc_error_set(err, AMC_ENOMEM, "input preprocessing: out of memory for %d "
+                                 "items", n);
+    }
     if (space == AMC_SPACE_TARGET)
         return amc_target_forward(conn, ws, src, x, n, seq, NULL, out, NULL, err);
 
@@ -347,7 +382,7 @@ amc_status amc_connector_project(const amc_connector *conn, amc_workspace *ws, a
                                                                  : "?");
     int branch = space == AMC_SPACE_PREDICTIVE ? AMC_BRANCH_REG : AMC_BRANCH_CL;
     amc_trace tr;
-    amc_status rc = amc_forward(conn, ws, &tr, dir, x, n, seq, AMC_BRANCH_BIT(branch), NULL, err);
+    rc = amc_forward(conn, ws, &tr, dir, x, n, seq, AMC_BRANCH_BIT(branch), NULL, err);
     if (rc != AMC_OK)
         return rc;
 

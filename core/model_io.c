@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dataset.h"
 #include "core/safetensors.h"
 
 #define MODEL_FORMAT_NAME "altmoe-connector"
@@ -131,6 +132,36 @@ amc_status amc_model_load(const char *path, amc_connector **out, char **training
         amc_connector_free(conn);
         return rc;
     }
+    *out = conn;
+    return AMC_OK;
+}
+
+amc_status amc_model_load_for_inference(const char *path, amc_connector **out, char **training_json,
+                                        amc_error *err)
+{
+    char *training = NULL;
+    amc_connector *conn = NULL;
+    amc_preprocess pre = {0};
+
+    amc_status rc = amc_model_load(path, &conn, &training, err);
+    if (rc == AMC_OK) {
+        rc = amc_preprocess_from_training(&pre, &conn->cfg, training, err);
+        if (rc != AMC_OK)
+            amc_error_prefix(err, "%s: __metadata__.training.preprocess", path);
+    }
+    for (int m = 0; rc == AMC_OK && pre.enabled && m < conn->cfg.n_modalities; m++)
+        rc = amc_connector_set_input_mean(conn, m, pre.mean[m], err);
+    amc_preprocess_free(&pre);
+    if (rc != AMC_OK) {
+        free(training);
+        amc_connector_free(conn);
+        *out = NULL;
+        return rc;
+    }
+    if (training_json != NULL)
+        *training_json = training;
+    else
+        free(training);
     *out = conn;
     return AMC_OK;
 }

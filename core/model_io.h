@@ -25,4 +25,11 @@ amc_status amc_model_save(const char *path, const amc_connector *conn, const cha
 amc_status amc_model_load(const char *path, amc_connector **out, char **training_json,
                           amc_error *err);
 
+/* Loads path like amc_model_load() and attaches the feature preprocessing stored in its
+ * training summary (amc_connector_set_input_mean()), so that amc_connector_project() takes raw
+ * encoder embeddings. For serving, `altmoe project` and `altmoe eval`. The trainer loads with
+ * amc_model_load() instead, because it preprocesses its data itself. */
+amc_status amc_model_load_for_inference(const char *path, amc_connector **out, char **training_json,
+                                        amc_error *err);
+
 #endif

@@ -247,9 +247,9 @@ static int parse_project_args(int argc, char **argv, project_args *a)
     return 0;
 }
 
-/* Projects the rows of x (data: x's floats, preprocessed as the model was trained). */
+/* Projects every row of x; the connector applies the model's input preprocessing. */
 static int run_projection(const project_args *a, const amc_connector *conn, const amc_npy *x,
-                          const float *data, int src, int tgt)
+                          int src, int tgt)
 {
     const int64_t n = amc_npy_rows(x);
     const int seq = x->ndim == 3 ? (int)x->shape[1] : 1;
@@ -270,7 +270,7 @@ static int run_projection(const project_args *a, const amc_connector *conn, cons
     for (int64_t i = 0; i < n && rc == AMC_OK; i += a->batch) {
         int count = (int)(n - i < a->batch ? n - i : a->batch);
         rc = amc_connector_project(conn, ws, a->space, src, tgt,
-                                   data + (size_t)i * seq * d_src, count, seq,
+                                   x->data + (size_t)i * seq * d_src, count, seq,
                                    y + (size_t)i * out_dim, &err);
     }
     if (rc == AMC_OK) {
@@ -299,17 +299,10 @@ int ams_cmd_project(int argc, char **argv)
     amc_error err = {0};
     int status = 1;
 
-    char *training = NULL;
-    amc_preprocess pre = {0};
-    float *prepared = NULL;
-    if (amc_model_load(a.model, &conn, &training, &err) != AMC_OK ||
-        amc_preprocess_from_training(&pre, &conn->cfg, training, &err) != AMC_OK) {
+    if (amc_model_load_for_inference(a.model, &conn, NULL, &err) != AMC_OK) {
         fprintf(stderr, "altmoe project: %s\n", err.msg);
-        free(training);
-        amc_connector_free(conn);
         return 1;
     }
-    free(training);
     int src = amc_config_modality(&conn->cfg, a.from);
     int tgt = a.to ? amc_config_modality(&conn->cfg, a.to) : -1;
     if (src < 0 || (a.space != AMC_SPACE_TARGET && tgt < 0)) {
@@ -332,23 +325,8 @@ int ams_cmd_project(int argc, char **argv)
         goto done;
     }
 
-    /* the feature preprocessing the model was trained with, on a copy of the input */
-    const float *data = x.data;
-    if (pre.enabled) {
-        size_t count = (size_t)amc_npy_rows(&x) * (size_t)amc_npy_row_len(&x);
-        prepared = malloc(sizeof(float) * count);
-        if (prepared == NULL) {
-            fprintf(stderr, "altmoe project: out of memory for %zu floats\n", count);
-            goto done;
-        }
-        memcpy(prepared, x.data, sizeof(float) * count);
-        amc_preprocess_rows(&pre, src, prepared, (int64_t)(count / (size_t)d_src));
-        data = prepared;
-    }
-    status = run_projection(&a, conn, &x, data, src, tgt);
+    status = run_projection(&a, conn, &x, src, tgt);
 done:
-    free(prepared);
-    amc_preprocess_free(&pre);
     amc_npy_free(&x);
     amc_connector_free(conn);
     return status;

@@ -135,7 +135,7 @@ static int start(const amcfg_config *cfg, ami_store **st, ama_ctx **api, ams_htt
     char qpath[AMCFG_STR_MAX + 16];
     if (make_data_dir(cfg->data_dir, &err) != AMC_OK)
         return start_failed("data_dir", &err);
-    if (amc_model_load(cfg->model, &conn, NULL, &err) != AMC_OK)
+    if (amc_model_load_for_inference(cfg->model, &conn, NULL, &err) != AMC_OK)
         return start_failed("model", &err);
     char fp[17];
     amc_connector_fingerprint(conn, fp);

@@ -499,18 +499,14 @@ int ams_cmd_eval(int argc, char **argv)
     amc_connector *conn = NULL;
     char *training = NULL;
     amc_pairs pairs = {0};
-    amc_preprocess pre = {0};
     amc_recall_table table;
     amc_error err = {0};
-    amc_status rc = amc_model_load(model, &conn, &training, &err);
-    if (rc == AMC_OK)
-        rc = amc_preprocess_from_training(&pre, &conn->cfg, training, &err);
+    /* The connector applies the model's stored input preprocessing to the raw pairs. */
+    amc_status rc = amc_model_load_for_inference(model, &conn, &training, &err);
     if (rc == AMC_OK)
         rc = load_pairs(&data, &conn->cfg, &pairs, &err);
-    if (rc == AMC_OK) {
-        amc_preprocess_apply(&pre, &pairs);
+    if (rc == AMC_OK)
         rc = amc_recall_table_eval(conn, &pairs, predictive, &table, &err);
-    }
     if (rc == AMC_OK) {
         if (!json)
             printf("%d pairs, model %s\n", pairs.rows, model);
@@ -520,7 +516,6 @@ int ams_cmd_eval(int argc, char **argv)
         fprintf(stderr, "altmoe eval: %s\n", err.msg);
         status = 1;
     }
-    amc_preprocess_free(&pre);
     amc_pairs_free(&pairs);
     free(training);
     amc_connector_free(conn);

@@ -463,6 +463,45 @@ static void project_rejects_bad_arguments(void **state)
     amc_connector_free(conn);
 }
 
+static void input_mean_centres_and_normalises(void **state)
+{
+    (void)state;
+    amc_connector *conn = make_connector(small_config, 4);
+    amc_workspace *ws = amc_workspace_new();
+    amc_error err = {0};
+    float x[3 * 2 * 5], prepared[3 * 2 * 5], mean[5], want[3 * 7], got[3 * 7];
+
+    fill_random(x, 30, 8);
+    fill_random(mean, 5, 9);
+    /* the preprocessing by hand: centre each token, then scale it to unit length */
+    for (int t = 0; t < 6; t++) {
+        double ss = 0;
+        for (int j = 0; j < 5; j++) {
+            prepared[t * 5 + j] = x[t * 5 + j] - mean[j];
+            ss += (double)prepared[t * 5 + j] * (double)prepared[t * 5 + j];
+        }
+        for (int j = 0; j < 5; j++)
+            prepared[t * 5 + j] = (float)((double)prepared[t * 5 + j] / sqrt(ss));
+    }
+    for (int space = AMC_SPACE_CONTRASTIVE; space <= AMC_SPACE_TARGET; space++) {
+        int dim = amc_connector_out_dim(conn, (amc_space)space, 0, 1);
+        assert_int_equal(amc_connector_project(conn, ws, (amc_space)space, 0, 1, prepared, 3, 2,
+                                               want, &err),
+                         AMC_OK);
+        assert_int_equal(amc_connector_set_input_mean(conn, 0, mean, &err), AMC_OK);
+        assert_int_equal(amc_connector_project(conn, ws, (amc_space)space, 0, 1, x, 3, 2, got,
+                                               &err),
+                         AMC_OK);
+        for (int i = 0; i < 3 * dim; i++)
+            assert_near(got[i], want[i], 1e-5);
+        assert_int_equal(amc_connector_set_input_mean(conn, 0, NULL, &err), AMC_OK);
+        assert_null(conn->input_mean[0]);
+    }
+    assert_int_equal(amc_connector_set_input_mean(conn, 5, mean, &err), AMC_EINVAL);
+    amc_workspace_free(ws);
+    amc_connector_free(conn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +517,7 @@ int main(void)
         cmocka_unit_test(batch_equals_single_items),
         cmocka_unit_test(dropout_only_with_rng),
         cmocka_unit_test(project_rejects_bad_arguments),
+        cmocka_unit_test(input_mean_centres_and_normalises),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
