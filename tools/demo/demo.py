@@ -35,6 +35,7 @@ SAMPLE = os.path.join(REPO, "data", "openclipart")
 FREE_TEXT_QUERIES = ["a red sports car", "birthday cake", "cat", "christmas tree", "world map"]
 IMAGE_QUERIES = 4
 KS = (1, 5, 10)
+DEFAULT_EPOCHS = 80
 COLLECTION = "openclipart"
 
 CONNECTOR = {
@@ -75,7 +76,9 @@ def train(binary, work, paths, epochs):
         json.dump(CONNECTOR, f)
     model = os.path.join(work, "model.safetensors")
     command = [binary, "train", "--config", config, "--out", model, "--schedule", "alternating",
-               "--epochs", str(epochs), "--seed", "1", "--log-every", "100"]
+               "--epochs", str(epochs), "--seed", "1", "--log-every", "100",
+               # InfoNCE temperature 0.07: on this sample's validation split it beat the 0.03 default
+               "--tau", "0.07"]
     for modality in ("text", "image"):
         command += ["--data", f"{modality}={paths['train', modality]}",
                     "--val-data", f"{modality}={paths['validation', modality]}"]
@@ -240,7 +243,7 @@ def main():
     parser.add_argument("--work", default=os.path.join(REPO, "build", "demo"),
                         help="folder for the splits, the model and the server's data directory")
     parser.add_argument("--bin", default=os.path.join(REPO, "build", "altmoe"), help="altmoe binary")
-    parser.add_argument("--epochs", type=int, default=40, help="maximum training epochs")
+    parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="maximum training epochs")
     parser.add_argument("--json", help="also write the figures and query results to this file")
     args = parser.parse_args()
 
@@ -281,7 +284,7 @@ def main():
         f"  {args.bin} serve --model {model} --data-dir {data_dir} --admin-token-file {token_file}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"recall": recall, "free_text": texts, "images": images, "model": model}, f, indent=1)
+            json.dump({"recall": {d: {str(k): v for k, v in r.items()} for d, r in recall.items()}, "free_text": texts, "images": images, "model": model}, f, indent=1)
 
 
 if __name__ == "__main__":
