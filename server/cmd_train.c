@@ -192,7 +192,7 @@ static int train_option(train_args *a, int opt, const char *name, const char *ar
     case OPT_VAL_DATA: return data_add(&a->val_data, arg, "train");
     case OPT_VAL_FRACTION:
         ok = parse_float(arg, &f) && f >= 0.0f && f < 1.0f;
-        a->val_fraction = f;
+        a->val_fraction = (double)f;
         break;
     case OPT_PREPROCESS:
         ok = strcmp(arg, "center_l2") == 0 || strcmp(arg, "none") == 0;
