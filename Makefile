@@ -78,10 +78,12 @@ e2e: $(BIN)
 test: deps
 	@$(MAKE) --no-print-directory unit e2e
 
-# The store crash test with 100 SIGKILL cycles; `make unit` runs it with 20.
+# The crash tests with 100 SIGKILL cycles each: the store alone, then the whole server under
+# HTTP load (tests/e2e/crash_server.py). `make test` runs both with 20 cycles.
 test-crash: deps
-	@$(MAKE) --no-print-directory $(BUILD)/tests/test_store_crash
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_store_crash $(BIN)
 	ALTMOE_CRASH_CYCLES=100 $(BUILD)/tests/test_store_crash
+	ALTMOE_BIN=$(abspath $(BIN)) $(PYTHON) tests/e2e/crash_server.py --cycles 100
 
 # The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate build tree.
 asan: deps
