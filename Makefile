@@ -32,7 +32,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash
+.PHONY: all deps test unit e2e asan tsan bench clean fuzz fuzz-build fuzz-replay test-crash
 .DEFAULT_GOAL := all
 
 all: deps
@@ -89,6 +89,23 @@ test-crash: deps
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+
+# The unit tests and the concurrent end-to-end tests (the API suite and 5 crash cycles) under
+# ThreadSanitizer, built with clang in build/tsan. The e2e fixtures fail on any "Sanitizer"
+# line in a server log, and TSan makes a process that reported anything exit with 66.
+# OMP_NUM_THREADS=1: libgomp is not instrumented, so TSan cannot see the barrier that ends an
+# OpenMP region and reports every FAISS result written by an OpenMP worker as a race with the
+# thread that reads it. One OpenMP thread keeps FAISS in the calling thread; the request
+# threads, the search batcher and the store's locks stay fully checked.
+TSAN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 exitcode=66"
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang CXX=clang++ OPT=-O1 \
+	  SAN="-fsanitize=thread -fno-omit-frame-pointer" $(TEST_BIN:$(BUILD)/%=build/tsan/%) \
+	  build/tsan/altmoe
+	@set -e; for t in $(TEST_BIN:$(BUILD)/%=build/tsan/%); do echo "== $$t"; $(TSAN_ENV) $$t; done
+	$(TSAN_ENV) ALTMOE_CRASH_CYCLES=5 ALTMOE_BIN=$(abspath build/tsan/altmoe) \
+	  $(PYTHON) -m pytest -q tests/e2e/test_api.py tests/e2e/test_crash_server.py
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c with its seed corpus in tests/fuzz/corpus/NAME/ and
 # an optional dictionary tests/fuzz/NAME.dict. `make fuzz-replay` runs every corpus once (CI);

@@ -269,6 +269,18 @@ amc_status amcfg_apply_file(amcfg_config *cfg, const char *path, amc_error *err)
     return st;
 }
 
+/* Returns 1 for ALTMOE_ variables that are not options: the config file path, and the ones the
+ * test harness sets (the binary under test, crash cycles, fault injection in core/fault.h). */
+static int is_reserved_env(const char *name, size_t len)
+{
+    static const char *const reserved[] = {"CONFIG", "BIN", "CRASH_CYCLES", "FAULT_AT",
+                                           "FAULT_KIND"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strlen(reserved[i]) == len && strncmp(name, reserved[i], len) == 0)
+            return 1;
+    return 0;
+}
+
 amc_status amcfg_apply_env(amcfg_config *cfg, char *const *envp, amc_error *err)
 {
     static const char prefix[] = "ALTMOE_";
@@ -280,8 +292,7 @@ amc_status amcfg_apply_env(amcfg_config *cfg, char *const *envp, amc_error *err)
         if (eq == NULL)
             continue;
         size_t len = (size_t)(eq - name);
-        if ((len == 6 && strncmp(name, "CONFIG", 6) == 0) ||
-            (len == 3 && strncmp(name, "BIN", 3) == 0))
+        if (is_reserved_env(name, len))
             continue;
         char lower[64];
         if (len >= sizeof lower)

@@ -117,12 +117,21 @@ class Server:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         self.log.close()
+        self.check_log()
+
+    def check_log(self):
+        """Raises when a sanitizer (a `make tsan` or ASan build) reported anything."""
+        with open(self.log_path) as f:
+            log = f.read()
+        if "Sanitizer" in log:
+            raise AssertionError("sanitizer report in %s:\n%s" % (self.log_path, log[-6000:]))
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=60)
         self.log.close()
+        self.check_log()
         return self.proc.returncode
 
 
