@@ -32,7 +32,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan tsan bench clean fuzz fuzz-build fuzz-replay test-crash
+.PHONY: all deps test unit e2e asan tsan faults bench clean fuzz fuzz-build fuzz-replay test-crash
 .DEFAULT_GOAL := all
 
 all: deps
@@ -106,6 +106,15 @@ tsan: deps
 	@set -e; for t in $(TEST_BIN:$(BUILD)/%=build/tsan/%); do echo "== $$t"; $(TSAN_ENV) $$t; done
 	$(TSAN_ENV) ALTMOE_CRASH_CYCLES=5 ALTMOE_BIN=$(abspath build/tsan/altmoe) \
 	  $(PYTHON) -m pytest -q tests/e2e/test_api.py tests/e2e/test_crash_server.py
+
+# Fault injection (core/fault.h): altmoe built with -DAMC_FAULT_INJECTION and ASan + UBSan in
+# build/faults, then tests/e2e/test_faults.py fails the Nth allocation, write, fsync and LMDB
+# commit for N = 1, 2, ... Set FAULTS_STRIDE=K to try every Kth N only.
+faults: deps
+	@$(MAKE) --no-print-directory BUILD=build/faults OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -DAMC_FAULT_INJECTION" \
+	  build/faults/altmoe
+	ALTMOE_FAULT_BIN=$(abspath build/faults/altmoe) $(PYTHON) -m pytest -q -s tests/e2e/test_faults.py
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c with its seed corpus in tests/fuzz/corpus/NAME/ and
 # an optional dictionary tests/fuzz/NAME.dict. `make fuzz-replay` runs every corpus once (CI);

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/fault.h"
+
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
 #define DEFAULT_MAP_SIZE_MAX ((size_t)1 << 40)
 #define DEFAULT_TOMBSTONE_RATIO 0.2
@@ -242,10 +244,14 @@ amc_status ami_write_txn_(ami_store *st, ami_txn_body_ body, void *ctx, amc_erro
             mdb_txn_abort(txn);
             return e->code != AMC_OK ? e->code : AMC_EINTERNAL;
         }
-        if (rc == 0)
-            rc = mdb_txn_commit(txn);
-        else
+        if (rc == 0 && AMC_FAULT(AMC_FAULT_COMMIT)) {
             mdb_txn_abort(txn);
+            rc = EIO;
+        } else if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else {
+            mdb_txn_abort(txn);
+        }
         if (rc == 0)
             return AMC_OK;
         if (rc != MDB_MAP_FULL)

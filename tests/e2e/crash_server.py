@@ -69,17 +69,21 @@ def exact_vector(rng, dim):
 class Server:
     """One `altmoe serve` process on a free loopback port."""
 
-    def __init__(self, workdir, data_dir, model, extra_args=()):
+    def __init__(self, workdir, data_dir, model, extra_args=(), binary=None, env_extra=None,
+                 log_name="serve.log", wait_ready=True):
         self.port = free_port()
-        self.log_path = os.path.join(workdir, "serve.log")
+        self.log_path = os.path.join(workdir, log_name)
         self.log = open(self.log_path, "a")
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALTMOE_")}
+        env.update(env_extra or {})
         self.proc = subprocess.Popen(
-            [BIN, "serve", "--listen", "127.0.0.1", "--port", str(self.port),
+            [binary or BIN, "serve", "--listen", "127.0.0.1", "--port", str(self.port),
              "--data-dir", data_dir, "--model", model, "--admin-token", TOKEN,
              "--threads", "4", "--ingest-batch", "40", "--snapshot-interval", "0",
              "--connection-timeout", "5", *extra_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        if not wait_ready:
+            return
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -94,11 +98,12 @@ class Server:
         self.kill()
         raise RuntimeError("server not ready after 30 s; see " + self.log_path)
 
-    def request(self, method, path, body=None, admin=False, timeout=30, conn=None):
+    def request(self, method, path, body=None, admin=False, timeout=30, conn=None,
+                headers=None):
         own = conn is None
         if own:
             conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        headers = {}
+        headers = dict(headers or {})
         if admin:
             headers["Authorization"] = "Bearer " + TOKEN
         data = None
@@ -300,9 +305,9 @@ class Admin(threading.Thread):
             pass
 
 
-def read_state(server, conn, ident):
-    """The state GET returns for one id; fails loudly on a malformed point."""
-    status, doc = server.request("GET", "/v1/collections/%s/points/%s" % (COLLECTION, ident),
+def read_state(server, conn, ident, collection=COLLECTION):
+    """Returns the state GET finds for one id; raises on a malformed point."""
+    status, doc = server.request("GET", "/v1/collections/%s/points/%s" % (collection, ident),
                                  conn=conn)
     if status == 404:
         return ABSENT
@@ -316,14 +321,14 @@ def read_state(server, conn, ident):
             "image": embeddings.get("image")}
 
 
-def verify(server, ledger, all_ids, rng, report):
+def verify(server, ledger, all_ids, rng, report, collection=COLLECTION):
     """Checks the restarted server against the ledger; folds in-flight writes into the acked
     state they turned out to have. Returns the number of lost acknowledged writes."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     lost = 0
     actual = {}
     for ident in all_ids:
-        got = read_state(server, conn, ident)
+        got = read_state(server, conn, ident, collection)
         actual[ident] = got
         acked = ledger.acked.get(ident, ABSENT)
         candidates = [acked] + ledger.pending.get(ident, [])
@@ -343,10 +348,10 @@ def verify(server, ledger, all_ids, rng, report):
     conn.close()
 
     present = [i for i in all_ids if actual[i] is not ABSENT]
-    status, doc = server.request("GET", "/v1/collections/" + COLLECTION)
+    status, doc = server.request("GET", "/v1/collections/" + collection)
     assert status == 200, doc
     assert doc["result"]["points"] == len(present), (doc["result"], len(present))
-    check_search(server, actual, rng)
+    check_search(server, actual, rng, collection)
     return lost
 
 
@@ -359,7 +364,7 @@ def project(server, modality, vectors, target=None):
     return doc["result"]["vectors"]
 
 
-def check_search(server, actual, rng):
+def check_search(server, actual, rng, collection=COLLECTION):
     """Compares search hits with an exact scan over the points GET returned."""
     for target in ("text", "image"):
         ids = [i for i, s in actual.items() if s is not ABSENT and s[target] is not None]
@@ -372,7 +377,7 @@ def check_search(server, actual, rng):
                            target=None if source == target else target)[0]
             scores = sorted(((sum(a * b for a, b in zip(qvec, v)), i)
                              for i, v in zip(ids, stored)), reverse=True)
-            status, doc = server.request("POST", "/v1/collections/%s/search" % COLLECTION,
+            status, doc = server.request("POST", "/v1/collections/%s/search" % collection,
                                          {"modality": source, "embedding": query,
                                           "target": target, "k": SEARCH_K})
             assert status == 200, doc
