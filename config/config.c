@@ -67,6 +67,9 @@ static const opt_def options[] = {
     {"cors_origins", OPT_STRING, FIELD(cors_origins), "", 0, 0, "origins", 0,
      "comma-separated origins (scheme://host[:port]) whose browser pages may call the API, or * "
      "for any; empty turns CORS off"},
+    {"map_size_max", OPT_INT, FIELD(map_size_max_mib), "1048576", 1, 1 << 30, "MiB", 0,
+     "ceiling of the LMDB map, which starts at 64 MiB (or this, if smaller) and doubles when "
+     "full; writes beyond it get 507 storage_full"},
 };
 
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
