@@ -33,7 +33,7 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan tsan faults bench clean fuzz fuzz-build fuzz-replay test-crash data
+.PHONY: all deps test unit e2e asan tsan faults soak bench clean fuzz fuzz-build fuzz-replay test-crash data
 .DEFAULT_GOAL := all
 
 all: deps
@@ -116,6 +116,15 @@ faults: deps
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -DAMC_FAULT_INJECTION" \
 	  build/faults/altmoe
 	ALTMOE_FAULT_BIN=$(abspath build/faults/altmoe) $(PYTHON) -m pytest -q -s tests/e2e/test_faults.py
+
+# Soak: mixed search (wrk), upsert, delete and ingest load on loopback for SOAK_SECONDS, with
+# throughput and RSS over time (bench/soak.py). wrk is installed here only, not by `make deps`.
+SOAK_SECONDS ?= 600
+SOAK_DEB_PKGS := wrk
+
+soak: all
+	@$(MAKE) --no-print-directory DEB_PKGS="$(SOAK_DEB_PKGS)" deps
+	ALTMOE_BIN=$(abspath $(BIN)) $(PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c with its seed corpus in tests/fuzz/corpus/NAME/ and
 # an optional dictionary tests/fuzz/NAME.dict. `make fuzz-replay` runs every corpus once (CI);
