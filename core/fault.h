@@ -7,7 +7,7 @@
  *   ALTMOE_FAULT_KIND   alloc | write | fsync | commit
  *   ALTMOE_FAULT_AT     N >= 1: the Nth check of that kind in the process fails, once
  * Each injected fault prints one line `fault_injected kind=K call=N where=FUNCTION` to
- * stderr, so a test knows whether its N was reached. */
+ * stderr, so that a test can tell whether its N was reached. */
 #ifndef ALTMOE_CORE_FAULT_H
 #define ALTMOE_CORE_FAULT_H
 

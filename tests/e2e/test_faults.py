@@ -42,12 +42,12 @@ pytestmark = pytest.mark.skipif(not FAULT_BIN, reason="needs ALTMOE_FAULT_BIN (m
 
 
 class Run:
-    """One server run under a fault, with the ledger of what the client was told."""
+    """One server run under a fault, with the ledger of the responses the client received."""
 
     def __init__(self, server, ledger):
         self.server, self.ledger = server, ledger
         self.n_req = 0
-        self.failed = []          # request ids answered with a 5xx
+        self.failed = []          # ids of the requests that got a 5xx
 
     def call(self, method, path, body=None, admin=False, writes=None, raw=None, ctype=None):
         """Sends one request; writes maps id -> state after success. A 5xx leaves those ids
@@ -209,9 +209,12 @@ def run_once(base, kind, n):
         fired = "fault_injected" in log
         assert code >= 0, "killed by signal %d; log:\n%s" % (-code, log[-4000:])
         if not started:
-            assert code != 0 and fired and "event=start_failed" in log, log[-4000:]
+            assert code != 0, log[-4000:]
+            assert fired, log[-4000:]
+            assert "event=start_failed" in log, log[-4000:]
         elif code != 0:
-            assert fired and "lvl=error" in log, log[-4000:]
+            assert fired, log[-4000:]
+            assert "lvl=error" in log, log[-4000:]
 
         again = cs.Server(tmp, data, model, ARGS, binary=FAULT_BIN, log_name="reopen.log")
         try:
@@ -229,7 +232,7 @@ def stats():
 
 
 def wait_started(srv):
-    """Returns True once /readyz answers 200, False when the process exited first."""
+    """Returns True once /readyz returns 200, False when the process exited first."""
     deadline = time.time() + 30
     while time.time() < deadline:
         if srv.proc.poll() is not None:

@@ -40,7 +40,7 @@ def create(srv):
 
 def fill_until_full(srv, ledger, rng, payload_bytes, max_requests=2000):
     """PUTs batches of 4 points with large payloads until one gets 507. Returns that response;
-    the ledger holds every acknowledged point and the ids of the refused batch stay absent."""
+    the ledger records every acknowledged point and the ids of the refused batch stay absent."""
     for r in range(max_requests):
         points = []
         for i in range(4):
