@@ -406,7 +406,21 @@ def run(cycles, seed, workdir, quiet=False):
     report = {"cycles": 0, "acknowledged": 0, "lost": 0, "in_flight": 0,
               "in_flight_applied": 0, "killed_in_snapshot": 0, "killed_in_reload": 0}
 
-    server = Server(workdir, data_dir, model)
+    servers = [Server(workdir, data_dir, model)]
+    try:
+        return run_cycles(servers, cycles, rng, workdir, data_dir, model, all_ids, ledger,
+                          report, quiet)
+    finally:
+        for server in servers:   # left running only when a check raised
+            if server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()
+
+
+def run_cycles(servers, cycles, rng, workdir, data_dir, model, all_ids, ledger, report, quiet):
+    """Runs the kill cycles, starting with servers[0] and appending each restarted server to
+    servers; returns the report."""
+    server = servers[0]
     status, doc = server.request("POST", "/v1/collections",
                                  {"name": COLLECTION, "modalities": ["text", "image"],
                                   "index": "Flat"})
@@ -434,6 +448,7 @@ def run(cycles, seed, workdir, quiet=False):
             raise AssertionError("unexpected responses before the kill: %s" % ledger.errors[:5])
 
         server = Server(workdir, data_dir, model)
+        servers.append(server)
         lost = verify(server, ledger, all_ids, rng, report)
         report["lost"] += lost
         report["cycles"] = cycle + 1

@@ -180,6 +180,7 @@ def run_once(base, kind, n):
     """One run with the Nth call of kind failing; returns True when the fault fired."""
     work, model, base_data, acked = base
     tmp = tempfile.mkdtemp(prefix="altmoe-fault-")
+    srv = again = None
     try:
         data = os.path.join(tmp, "data")
         shutil.copytree(base_data, data)
@@ -224,6 +225,10 @@ def run_once(base, kind, n):
         assert lost == 0, "kind %s at %d lost acknowledged writes" % (kind, n)
         return fired
     finally:
+        for server in (srv, again):
+            if server is not None and server.proc.poll() is None:
+                server.proc.kill()
+                server.proc.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
