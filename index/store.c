@@ -16,8 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "core/fault.h"
 
@@ -282,6 +285,22 @@ amc_status ami_write_txn_(ami_store *st, ami_txn_body_ body, void *ctx, amc_erro
  * Open and close
  * --------------------------------------------------------------------------------------- */
 
+/* Takes <dir>/LOCK exclusively: the indices live in this process's memory, so a second
+ * process on the same directory would miss the first one's writes. The kernel drops the lock
+ * when the process dies. */
+static amc_status lock_dir(ami_store *st, amc_error *err)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/LOCK", st->dir);
+    st->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (st->lock_fd < 0)
+        return amc_error_set(err, AMC_EIO, "cannot open %s: %s", path, strerror(errno));
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return amc_error_set(err, AMC_EBUSY, "data directory %s is in use by another process "
+                             "(%s is locked); stop it or use another directory", st->dir, path);
+    return AMC_OK;
+}
+
 static amc_status open_env(ami_store *st, amc_error *err)
 {
     int rc = mdb_env_create(&st->env);
@@ -379,6 +398,8 @@ static void free_store(ami_store *st)
         amc_workspace_free(st->ws_pool[i]);
     if (st->env != NULL)
         mdb_env_close(st->env);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd);
     pthread_mutex_destroy(&st->write_mutex);
     pthread_rwlock_destroy(&st->lock);
     pthread_mutex_destroy(&st->ws_mutex);
@@ -424,6 +445,7 @@ static ami_store *new_store(const char *dir, const amc_connector *conn,
     pthread_mutex_init(&st->build_mutex, NULL);
     pthread_cond_init(&st->build_cond, NULL);
     st->build_floor = UINT64_MAX;
+    st->lock_fd = -1;
     return st;
 }
 
@@ -449,7 +471,9 @@ amc_status ami_store_open(ami_store **out, const char *dir, const amc_connector 
     else if (mkdir(snapdir, 0755) != 0 && errno != EEXIST)
         s = amc_error_set(err, AMC_EIO, "cannot create %s: %s", snapdir, strerror(errno));
 
-    /* LMDB, then the collection table, then every index from its snapshot or LMDB. */
+    /* The lock, LMDB, the collection table, then every index from its snapshot or LMDB. */
+    if (s == AMC_OK)
+        s = lock_dir(st, err);
     if (s == AMC_OK)
         s = open_env(st, err);
     if (s == AMC_OK)
@@ -499,7 +523,7 @@ int ami_store_ready(ami_store *st)
     pthread_rwlock_rdlock(&st->lock);
     for (int i = 0; i < st->n_colls; i++)
         for (int m = 0; m < st->colls[i]->spec.n_modalities; m++)
-            if (!ami_index_searchable_(st->colls[i], m))
+            if (!ami_index_searchable_(st, st->colls[i], m))
                 ready = 0;
     pthread_rwlock_unlock(&st->lock);
     return ready;

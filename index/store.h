@@ -12,7 +12,9 @@
  * replays later operations from LMDB. An index whose snapshot is missing, stale, corrupt or
  * made with another connector is rebuilt from LMDB by a background thread. Until it is done,
  * searches of that index scan the stored vectors exactly and ami_store_ready() returns 0.
- * The same thread rebuilds HNSW indices with too many deleted entries and trains IVF
+ * The same thread adds new vectors to graph (HNSW) indices after their commit, while searches
+ * score the vectors it has not added yet exactly, so a write is searchable as soon as its
+ * upsert returns. It also rebuilds HNSW indices with too many deleted entries and trains IVF
  * indices once enough vectors are stored: max(39 * nlist, 256) for "IVF<nlist>,...", 9984
  * for other specs that need training. Until then searches scan the stored vectors exactly.
  *
@@ -81,9 +83,10 @@ typedef struct ami_store_options {
  * by a connector with another fingerprint is re-projected from its raw embeddings before this
  * returns.
  * TODO: re-project in a background thread and serve the old index version meanwhile.
- * On success *out is the store, which the caller frees with ami_store_close(). Fails with
- * AMC_EINVAL when a stored collection names a modality conn lacks, AMC_EIO when dir cannot be
- * opened, AMC_EBUSY when LMDB reports the environment locked. */
+ * On success *out is the store, which the caller frees with ami_store_close(). One process at
+ * a time may open a directory (an flock() on <dir>/LOCK). Fails with AMC_EINVAL when a stored
+ * collection names a modality conn lacks, AMC_EIO when dir cannot be opened, AMC_EBUSY when
+ * another process (or another open store in this one) holds the directory. */
 amc_status ami_store_open(ami_store **out, const char *dir, const amc_connector *conn,
                           const ami_store_options *opts, amc_error *err);
 

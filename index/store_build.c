@@ -20,6 +20,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+void ami_builder_wake_(ami_store *st)
+{
+    pthread_mutex_lock(&st->build_mutex);
+    st->build_pending = 1;
+    pthread_cond_signal(&st->build_cond);
+    pthread_mutex_unlock(&st->build_mutex);
+}
+
 void ami_index_request_build_(ami_store *st, ami_coll_ *coll, int m)
 {
     pthread_rwlock_wrlock(&st->lock);
@@ -89,12 +97,15 @@ static void finish_job(ami_store *st, const ami_build_spec_ *spec, uint64_t gene
         return;
     }
 
+    /* A graph index is swapped in as of seq and catches up like any other; the rest replay
+     * the log now (fast for them). */
     uint64_t dead = 0;
     amc_status s = built;
     MDB_txn *txn = NULL;
-    if (s == AMC_OK && faiss != NULL)
+    int replay = faiss != NULL && !idx->async;
+    if (s == AMC_OK && replay)
         s = ami_read_begin_(st, &txn, err);
-    if (s == AMC_OK && faiss != NULL) {
+    if (s == AMC_OK && replay) {
         s = ami_replay_into_(st, txn, spec, seq, faiss, &dead, err);
         mdb_txn_abort(txn);
     }
@@ -102,6 +113,8 @@ static void finish_job(ami_store *st, const ami_build_spec_ *spec, uint64_t gene
         pthread_rwlock_wrlock(&st->lock);
         ami_index_swap_(st, coll, spec->m, faiss);
         idx->dead = dead;
+        if (idx->async)
+            idx->applied_seq = idx->indexed_upto = seq;
         pthread_rwlock_unlock(&st->lock);
         fprintf(stderr, "lvl=info event=index_built collection=%s modality=%s vectors=%lld\n",
                 coll->spec.name, coll->spec.modalities[spec->m],
@@ -113,7 +126,11 @@ static void finish_job(ami_store *st, const ami_build_spec_ *spec, uint64_t gene
                     "error=\"%s\"\n", coll->spec.name, coll->spec.modalities[spec->m],
                     err->msg);
     }
+    /* A failed build leaves the index broken when there is no old one to serve, so the next
+     * write or snapshot requests another attempt. */
     pthread_rwlock_wrlock(&st->lock);
+    if (s != AMC_OK && idx->faiss == NULL && s != AMC_EBUSY)
+        idx->broken = 1;
     idx->building = 0;
     idx->build_running = 0;
     pthread_rwlock_unlock(&st->lock);
@@ -151,6 +168,170 @@ static int build_one(ami_store *st)
     return 1;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * Catching graph indices up with the log
+ * --------------------------------------------------------------------------------------- */
+
+#define CATCH_UP_CHUNK 32        /* vectors added per exclusive-lock hold */
+
+/* The index (cid, m) if it still has the given generation; caller holds the lock. */
+static ami_index_ *find_index(ami_store *st, uint32_t cid, int m, uint64_t generation)
+{
+    ami_coll_ *coll = find_cid(st, cid);
+    if (coll == NULL || coll->idx[m].generation != generation || coll->idx[m].faiss == NULL)
+        return NULL;
+    return &coll->idx[m];
+}
+
+/* Reads the log entries of (cid, m) in (after, *upto] from txn, where *upto is the last
+ * sequence committed in the transaction's view. Adds come with their vectors, and deleted
+ * adds cancel out. */
+static amc_status read_tail(ami_store *st, MDB_txn *txn, uint32_t cid, int m, int dim,
+                            uint64_t after, uint64_t *upto, int64_t **add, float **vecs,
+                            int *n_add, int64_t **del, int *n_del, amc_error *err)
+{
+    *add = NULL;
+    *vecs = NULL;
+    *del = NULL;
+    *n_add = *n_del = 0;
+    int rc = ami_meta_get_u64_(txn, st, "seq", upto);
+    if (rc != 0)
+        return ami_lmdb_status_(rc, "read sequence", err);
+    if (*upto <= after)
+        return AMC_OK;
+    ami_build_spec_ spec = {.cid = cid, .m = m, .dim = dim, .can_remove = 0};
+    return ami_tail_ops_(st, txn, &spec, after, add, vecs, n_add, del, n_del, err);
+}
+
+/* Applies the log after applied_seq to one graph index; returns 1 when it made progress. */
+static int catch_up(ami_store *st, uint32_t cid, int m)
+{
+    pthread_rwlock_rdlock(&st->lock);
+    ami_coll_ *coll = find_cid(st, cid);
+    ami_index_ *idx = coll != NULL ? &coll->idx[m] : NULL;
+    int eligible = idx != NULL && idx->async && idx->faiss != NULL && !idx->building &&
+                   idx->applied_seq < ami_store_seq(st);
+    uint64_t generation = eligible ? idx->generation : 0, after = eligible ? idx->applied_seq : 0;
+    int dim = eligible ? idx->dim : 0;
+    pthread_rwlock_unlock(&st->lock);
+    if (!eligible)
+        return 0;
+
+    MDB_txn *txn;
+    amc_error err = {0};
+    if (ami_read_begin_(st, &txn, &err) != AMC_OK)
+        return 0;
+    uint64_t upto;
+    int64_t *add, *del;
+    float *vecs;
+    int n_add, n_del;
+    amc_status s = read_tail(st, txn, cid, m, dim, after, &upto, &add, &vecs, &n_add, &del,
+                             &n_del, &err);
+    mdb_txn_abort(txn);
+
+    /* Small chunks under the exclusive lock, so that searches wait only briefly. */
+    int failed = s != AMC_OK, gone = 0, cancelled = 0;
+    for (int i = 0; !failed && !gone && !cancelled && i < n_add; i += CATCH_UP_CHUNK) {
+        cancelled = atomic_load(&st->stopping);
+        if (cancelled)
+            break;
+        int part = n_add - i < CATCH_UP_CHUNK ? n_add - i : CATCH_UP_CHUNK;
+        pthread_rwlock_wrlock(&st->lock);
+        idx = find_index(st, cid, m, generation);
+        gone = idx == NULL;
+        if (!gone)
+            failed = faiss_Index_add_with_ids(idx->faiss, part, vecs + (size_t)i * (size_t)dim,
+                                              add + i) != 0;
+
+        /* Adds are in vid order, so searches may skip the tail up to the last one. */
+        if (!gone && !failed)
+            idx->indexed_upto = (uint64_t)add[i + part - 1];
+        pthread_rwlock_unlock(&st->lock);
+    }
+    if (!gone) {
+        pthread_rwlock_wrlock(&st->lock);
+        idx = find_index(st, cid, m, generation);
+        if (idx != NULL && cancelled) {
+            /* Closing mid-way: drop the index rather than snapshot a partial catch-up; the
+             * next open rebuilds it. */
+            faiss_Index_free(idx->faiss);
+            idx->faiss = NULL;
+            idx->building = 1;
+        } else if (idx != NULL && failed) {
+            const char *msg = faiss_get_last_error();
+            fprintf(stderr, "lvl=error event=index_catch_up_failed cid=%u modality=%d "
+                    "error=\"%s\"\n", (unsigned)cid, m,
+                    s != AMC_OK ? err.msg : (msg != NULL ? msg : "unknown"));
+            faiss_Index_free(idx->faiss);
+            idx->faiss = NULL;
+            idx->broken = 1;
+        } else if (idx != NULL) {
+            idx->dead += (uint64_t)n_del;
+            idx->applied_seq = idx->indexed_upto = upto;
+            idx->dirty |= n_add > 0 || n_del > 0;
+        }
+        pthread_rwlock_unlock(&st->lock);
+    }
+    free(add);
+    free(vecs);
+    free(del);
+    return !gone && !failed && !cancelled;
+}
+
+/* After a catch-up: rebuilds past the tombstone share, after a failure, or when the index
+ * disagrees with LMDB's count once it is current. Caller holds write_mutex. */
+static void check_caught_up(ami_store *st, ami_coll_ *coll, int m)
+{
+    ami_index_ *idx = &coll->idx[m];
+    if (idx->building)
+        return;
+    if (idx->broken) {
+        ami_index_request_build_(st, coll, m);
+        return;
+    }
+    if (idx->faiss == NULL || idx->applied_seq != ami_store_seq(st))
+        return;
+    uint64_t ntotal = (uint64_t)faiss_Index_ntotal(idx->faiss);
+    if ((double)idx->dead > st->opts.tombstone_ratio * (double)ntotal) {
+        ami_index_request_build_(st, coll, m);
+    } else if (ntotal != coll->stats.vectors[m] + idx->dead) {
+        fprintf(stderr, "lvl=warn event=index_count_mismatch collection=%s modality=%s "
+                "indexed=%llu stored=%llu action=rebuild\n", coll->spec.name,
+                coll->spec.modalities[m], (unsigned long long)(ntotal - idx->dead),
+                (unsigned long long)coll->stats.vectors[m]);
+        ami_index_request_build_(st, coll, m);
+    }
+}
+
+/* Catches every graph index up once; returns 1 when any made progress. */
+static int catch_up_all(ami_store *st)
+{
+    static const int max = 256 * AMC_MAX_MODALITIES;
+    uint32_t *cids = malloc(sizeof *cids * (size_t)max);
+    int *mods = malloc(sizeof *mods * (size_t)max);
+    int n = 0, progress = 0;
+    pthread_rwlock_rdlock(&st->lock);
+    for (int i = 0; cids != NULL && mods != NULL && i < st->n_colls; i++)
+        for (int m = 0; m < st->colls[i]->spec.n_modalities; m++)
+            if (st->colls[i]->idx[m].async) {
+                cids[n] = st->colls[i]->cid;
+                mods[n++] = m;
+            }
+    pthread_rwlock_unlock(&st->lock);
+
+    for (int j = 0; j < n && !atomic_load(&st->stopping); j++) {
+        progress |= catch_up(st, cids[j], mods[j]);
+        pthread_mutex_lock(&st->write_mutex);
+        ami_coll_ *coll = find_cid(st, cids[j]);
+        if (coll != NULL)
+            check_caught_up(st, coll, mods[j]);
+        pthread_mutex_unlock(&st->write_mutex);
+    }
+    free(cids);
+    free(mods);
+    return progress;
+}
+
 static void *builder_main(void *arg)
 {
     ami_store *st = arg;
@@ -164,7 +345,7 @@ static void *builder_main(void *arg)
         pthread_mutex_unlock(&st->build_mutex);
         if (atomic_load(&st->stopping))
             return NULL;
-        while (!atomic_load(&st->stopping) && build_one(st))
+        while (!atomic_load(&st->stopping) && (build_one(st) || catch_up_all(st)))
             ;
 
         /* Periodic snapshots bound the operation log and the replay at the next open. */

@@ -70,6 +70,7 @@ amc_status ami_index_init_(ami_index_ *idx, const char *spec, int dim, amc_error
     else
         snprintf(idx->factory, sizeof idx->factory, "IDMap,%s", spec);
     idx->can_remove = strstr(spec, "HNSW") == NULL && strstr(spec, "NSG") == NULL;
+    idx->async = !idx->can_remove;
     if (starts_with(spec, "IVF"))
         idx->nlist = atoi(spec + 3);
 
@@ -100,10 +101,12 @@ void ami_index_destroy_(ami_index_ *idx)
     pthread_rwlock_destroy(&idx->param_lock);
 }
 
-int ami_index_searchable_(const ami_coll_ *coll, int m)
+int ami_index_searchable_(ami_store *st, const ami_coll_ *coll, int m)
 {
     const ami_index_ *idx = &coll->idx[m];
     if (idx->broken || idx->building)
+        return 0;
+    if (idx->async && idx->faiss != NULL && idx->applied_seq < ami_store_seq(st))
         return 0;
     return idx->faiss != NULL ||
            (idx->needs_training && coll->stats.vectors[m] < idx->train_min);
@@ -257,6 +260,8 @@ void ami_index_swap_(ami_store *st, ami_coll_ *coll, int m, FaissIndex *faiss)
     idx->nprobe = 0;
     idx->ef_search = 0;
     idx->generation++;
+    idx->applied_seq = ami_store_seq(st);
+    idx->indexed_upto = idx->applied_seq;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -314,6 +319,12 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
     ami_index_ *idx = &coll->idx[m];
     if (n_add == 0 && n_del == 0)
         return;
+
+    /* Graph indices catch up from the log in the builder thread, off the request path. */
+    if (idx->async && idx->faiss != NULL) {
+        ami_builder_wake_(st);
+        return;
+    }
 
     /* No index (untrained, failed or being built): a build reads LMDB and replays the log,
      * so these operations reach the index later. An IVF index is trained once enough
@@ -415,12 +426,15 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     if (f == NULL)
         return amc_error_set(err, AMC_EIO, "cannot create %s: %s", tmp, strerror(errno));
 
+    /* The shared lock keeps the builder thread's catch-up out, so the header and the index
+     * bytes describe the same state. */
+    pthread_rwlock_rdlock(&st->lock);
     snap_header h;
     memset(&h, 0, sizeof h);
     memcpy(h.magic, SNAP_MAGIC, 8);
     h.version = SNAP_VERSION;
     h.dim = (uint32_t)idx->dim;
-    h.seq = ami_store_seq(st);
+    h.seq = idx->async ? idx->applied_seq : ami_store_seq(st);
     h.dead = idx->dead;
     h.ntotal = (uint64_t)faiss_Index_ntotal(idx->faiss);
     memcpy(h.fingerprint, coll->fingerprint, 16);
@@ -431,6 +445,8 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     pthread_rwlock_rdlock(&idx->param_lock);
     ok = ok && faiss_write_index(idx->faiss, f) == 0;
     pthread_rwlock_unlock(&idx->param_lock);
+    idx->dirty = 0;
+    pthread_rwlock_unlock(&st->lock);
     ok = ok && fflush(f) == 0 && fseek(f, (long)sizeof h, SEEK_SET) == 0 &&
          checksum_rest(f, &h.checksum) == 0 && fseek(f, 0, SEEK_SET) == 0 &&
          fwrite(&h, sizeof h, 1, f) == 1;
@@ -441,13 +457,13 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
         amc_error_set(err, errno == ENOSPC ? AMC_EFULL : AMC_EIO, "cannot write snapshot %s: %s",
                       path, errno != 0 ? strerror(errno) : (msg ? msg : "write failed"));
         unlink(tmp);
+        idx->dirty = 1;
         return err != NULL ? err->code : AMC_EIO;
     }
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/snapshots", st->dir);
     fsync_dir(dir);
     idx->snapshot_seq = h.seq;
-    idx->dirty = 0;
     return AMC_OK;
 }
 
@@ -480,8 +496,12 @@ amc_status ami_index_snapshot_(ami_store *st, ami_coll_ *coll, int m, amc_error 
     }
     /* Unchanged since its snapshot: the file stays, and its header moves to the current
      * sequence so that pruning the log past its old sequence does not make it stale. */
-    if (!idx->dirty && restamp_snapshot(path, ami_store_seq(st)) == 0) {
-        idx->snapshot_seq = ami_store_seq(st);
+    pthread_rwlock_rdlock(&st->lock);
+    uint64_t current = idx->async ? idx->applied_seq : ami_store_seq(st);
+    int clean = !idx->dirty && restamp_snapshot(path, current) == 0;
+    pthread_rwlock_unlock(&st->lock);
+    if (clean) {
+        idx->snapshot_seq = current;
         return AMC_OK;
     }
     errno = 0;
@@ -522,6 +542,8 @@ static void load_snapshot(ami_store *st, ami_coll_ *coll, int m, uint64_t floor)
     idx->faiss = faiss;
     idx->dead = h.dead;
     idx->snapshot_seq = h.seq;
+    idx->applied_seq = h.seq;
+    idx->indexed_upto = h.seq;
     idx->from_snapshot = 1;
 }
 
@@ -568,7 +590,8 @@ static amc_status collect_ops(ami_store *st, MDB_txn *txn, uint64_t from, op_lis
         for (int i = 0; i < st->n_colls; i++) {
             ami_coll_ *coll = st->colls[i];
             if (coll->cid != cid || m >= coll->spec.n_modalities ||
-                !coll->idx[m].from_snapshot || seq <= coll->idx[m].snapshot_seq)
+                !coll->idx[m].from_snapshot || coll->idx[m].async ||
+                seq <= coll->idx[m].snapshot_seq)
                 continue;
             op_list *l = &lists[i * AMC_MAX_MODALITIES + m];
             int bad = kind == AMI_OP_ADD ? push(&l->add, &l->n_add, &l->cap_add, vid)
@@ -641,7 +664,7 @@ static amc_status load_and_replay(ami_store *st, MDB_txn *txn, uint64_t floor, a
         for (int m = 0; m < st->colls[i]->spec.n_modalities; m++) {
             load_snapshot(st, st->colls[i], m, floor);
             ami_index_ *idx = &st->colls[i]->idx[m];
-            if (idx->from_snapshot && idx->snapshot_seq < from)
+            if (idx->from_snapshot && !idx->async && idx->snapshot_seq < from)
                 from = idx->snapshot_seq;
         }
     if (from == UINT64_MAX)
@@ -653,7 +676,7 @@ static amc_status load_and_replay(ami_store *st, MDB_txn *txn, uint64_t floor, a
     amc_status s = collect_ops(st, txn, from, lists, err);
     for (int i = 0; s == AMC_OK && i < st->n_colls; i++)
         for (int m = 0; s == AMC_OK && m < st->colls[i]->spec.n_modalities; m++)
-            if (st->colls[i]->idx[m].from_snapshot)
+            if (st->colls[i]->idx[m].from_snapshot && !st->colls[i]->idx[m].async)
                 s = replay(st, txn, st->colls[i], m, &lists[i * AMC_MAX_MODALITIES + m], err);
     for (int i = 0; i < st->n_colls * AMC_MAX_MODALITIES; i++) {
         free(lists[i].add);
@@ -663,11 +686,15 @@ static amc_status load_and_replay(ami_store *st, MDB_txn *txn, uint64_t floor, a
     return s;
 }
 
-amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
-                            uint64_t after, FaissIndex *faiss, uint64_t *dead, amc_error *err)
+amc_status ami_tail_ops_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
+                         uint64_t after, int64_t **add, float **vecs, int *n_add,
+                         int64_t **del, int *n_del, amc_error *err)
 {
     /* The log after `after` for this index, as adds and deletes. */
     op_list l = {0};
+    *add = *del = NULL;
+    *vecs = NULL;
+    *n_add = *n_del = 0;
     MDB_cursor *cur;
     int rc = mdb_cursor_open(txn, st->db_oplog, &cur);
     if (rc != 0)
@@ -689,18 +716,27 @@ amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *
     mdb_cursor_close(cur);
     amc_status s = AMC_OK;
     if (bad)
-        s = amc_error_set(err, AMC_ENOMEM, "out of memory replaying the log");
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory reading the log");
     else if (rc != 0 && rc != MDB_NOTFOUND)
         s = ami_lmdb_status_(rc, "read operation log", err);
 
-    /* Adds that were deleted later cancel out; the rest go into faiss. */
+    /* Adds that were deleted later cancel out; the others come with their vectors. */
     if (l.n_add > 0)
         qsort(l.add, (size_t)l.n_add, sizeof(int64_t), cmp_i64);
     if (l.n_del > 0)
         qsort(l.del, (size_t)l.n_del, sizeof(int64_t), cmp_i64);
-    float *vec = malloc(sizeof(float) * (size_t)spec->dim);
-    if (s == AMC_OK && vec == NULL)
-        s = amc_error_set(err, AMC_ENOMEM, "out of memory replaying the log");
+    int64_t *dels = malloc(sizeof(int64_t) * (size_t)(l.n_del + 1));
+    int kept_del = 0;
+    for (int i = 0; dels != NULL && i < l.n_del; i++)
+        if (!contains(l.add, l.n_add, l.del[i]))
+            dels[kept_del++] = l.del[i];
+    if (s == AMC_OK && dels == NULL)
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory reading the log");
+    size_t row = sizeof(float) * (size_t)spec->dim;
+    float *x = s == AMC_OK ? malloc(row * (size_t)(l.n_add + 1)) : NULL;
+    if (s == AMC_OK && x == NULL)
+        s = amc_error_set(err, AMC_ENOMEM, "out of memory reading the log");
+    int kept = 0;
     for (int i = 0; s == AMC_OK && i < l.n_add; i++) {
         if (contains(l.del, l.n_del, l.add[i]))
             continue;
@@ -709,28 +745,46 @@ amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *
         key[4] = (unsigned char)spec->m;
         ami_put_be64_(key + 5, (uint64_t)l.add[i]);
         MDB_val vk = {sizeof key, key}, vv;
-        if (mdb_get(txn, st->db_vecs, &vk, &vv) != 0 ||
-            vv.mv_size != 8 + sizeof(float) * (size_t)spec->dim)
+        if (mdb_get(txn, st->db_vecs, &vk, &vv) != 0 || vv.mv_size != 8 + row)
             continue;
-        memcpy(vec, (const char *)vv.mv_data + 8, sizeof(float) * (size_t)spec->dim);
-        if (faiss_Index_add_with_ids(faiss, 1, vec, &l.add[i]) != 0)
-            s = faiss_status("add_with_ids", err);
+        memcpy(x + (size_t)kept * (size_t)spec->dim, (const char *)vv.mv_data + 8, row);
+        l.add[kept++] = l.add[i];
     }
-    int n_del = 0;
-    for (int i = 0; i < l.n_del; i++)
-        if (!contains(l.add, l.n_add, l.del[i]))
-            l.del[n_del++] = l.del[i];
+    free(l.del);
+    if (s != AMC_OK) {
+        free(l.add);
+        free(dels);
+        free(x);
+        return s;
+    }
+    *add = l.add;
+    *n_add = kept;
+    *vecs = x;
+    *del = dels;
+    *n_del = kept_del;
+    return AMC_OK;
+}
+
+amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
+                            uint64_t after, FaissIndex *faiss, uint64_t *dead, amc_error *err)
+{
+    int64_t *add, *del;
+    float *vecs;
+    int n_add, n_del;
+    amc_status s = ami_tail_ops_(st, txn, spec, after, &add, &vecs, &n_add, &del, &n_del, err);
+    if (s == AMC_OK && n_add > 0 && faiss_Index_add_with_ids(faiss, n_add, vecs, add) != 0)
+        s = faiss_status("add_with_ids", err);
     if (s == AMC_OK && n_del > 0 && spec->can_remove) {
         FaissIDSelectorBatch *sel = NULL;
-        if (faiss_IDSelectorBatch_new(&sel, (size_t)n_del, l.del) != 0 ||
+        if (faiss_IDSelectorBatch_new(&sel, (size_t)n_del, del) != 0 ||
             faiss_Index_remove_ids(faiss, (FaissIDSelector *)sel, NULL) != 0)
             s = faiss_status("remove_ids", err);
         faiss_IDSelector_free((FaissIDSelector *)sel);
     }
     *dead = spec->can_remove ? 0 : (uint64_t)n_del;
-    free(vec);
-    free(l.add);
-    free(l.del);
+    free(add);
+    free(del);
+    free(vecs);
     return s;
 }
 
@@ -759,6 +813,10 @@ amc_status ami_indices_recover_(ami_store *st, amc_error *err)
             ami_index_ *idx = &coll->idx[m];
             int loaded = idx->from_snapshot && idx->faiss != NULL;
             idx->from_snapshot = 0;
+
+            /* A graph index catches up in the builder thread, which checks its count then. */
+            if (loaded && idx->async)
+                continue;
             if (loaded && (uint64_t)faiss_Index_ntotal(idx->faiss) ==
                               coll->stats.vectors[m] + idx->dead)
                 continue;

@@ -46,6 +46,12 @@ typedef struct ami_index_ {
     int dim;
     char factory[AMI_SPEC_MAX + 8];  /* the index_factory string actually used */
     int can_remove;              /* 0: deletes become tombstones (HNSW, NSG) */
+    int async;                   /* 1 (graph indices, slow to add to): the builder thread
+                                    applies the log, and searches scan the vectors after
+                                    applied_seq exactly */
+    uint64_t applied_seq;        /* async: every operation up to here is in faiss */
+    uint64_t indexed_upto;       /* async: every live vector with a vid up to here is in faiss;
+                                    ahead of applied_seq while a catch-up adds chunks */
     int needs_training;
     uint64_t train_min;          /* stored vectors needed before training */
     int nlist;                   /* IVF lists, 0 when not IVF */
@@ -74,6 +80,7 @@ typedef struct ami_coll_ {
 
 struct ami_store {
     MDB_env *env;
+    int lock_fd;                 /* <dir>/LOCK, held with flock() while open; -1 when none */
     MDB_dbi db_meta, db_colls, db_stats, db_ids, db_points, db_raw, db_vecs, db_oplog;
     char dir[4096];
     const amc_connector *conn;
@@ -147,6 +154,7 @@ typedef struct ami_build_spec_ {
 amc_status ami_builder_start_(ami_store *st, amc_error *err);
 void ami_builder_stop_(ami_store *st);
 void ami_index_request_build_(ami_store *st, ami_coll_ *coll, int m);
+void ami_builder_wake_(ami_store *st);
 void ami_snapshot_due_(ami_store *st);
 
 /* store_collections.c */
@@ -173,6 +181,9 @@ amc_status ami_vectors_read_(ami_store *st, MDB_txn *txn, uint32_t cid, int m, i
 amc_status ami_faiss_build_(const ami_build_spec_ *spec, size_t n, const float *x,
                             const int64_t *vids, const atomic_int *cancel, FaissIndex **out,
                             amc_error *err);
+amc_status ami_tail_ops_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
+                         uint64_t after, int64_t **add, float **vecs, int *n_add,
+                         int64_t **del, int *n_del, amc_error *err);
 amc_status ami_replay_into_(ami_store *st, MDB_txn *txn, const ami_build_spec_ *spec,
                             uint64_t after, FaissIndex *faiss, uint64_t *dead, amc_error *err);
 void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const int64_t *add_vids,
@@ -180,7 +191,7 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
 amc_status ami_indices_recover_(ami_store *st, amc_error *err);
 amc_status ami_index_snapshot_(ami_store *st, ami_coll_ *coll, int m, amc_error *err);
 void ami_snapshot_path_(const ami_store *st, uint32_t cid, int m, char *path, size_t size);
-int ami_index_searchable_(const ami_coll_ *coll, int m);
+int ami_index_searchable_(ami_store *st, const ami_coll_ *coll, int m);
 
 /* store_filter.c */
 typedef struct ami_filter_ ami_filter_;

@@ -67,6 +67,8 @@ static int cmp_cand_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
+static float dot(const float *a, const float *b, int n);
+
 /* Everything one search call works on. */
 typedef struct search_ctx {
     ami_store *st;
@@ -256,9 +258,10 @@ static int faiss_search_with_params(ami_index_ *idx, int nq, const float *qv, in
         idx->nprobe = nprobe;
         idx->ef_search = ef;
     }
-    /* FAISS parallelises over queries, so one query gains nothing from an OpenMP team, and
-     * waking one costs more than the search on a busy machine (single-query Flat and HNSW
-     * searches ran 3 to 30 times faster with one thread in bench/store_bench.c). */
+    /* FAISS parallelises over queries, so one query gains nothing from an OpenMP team. Waking
+     * the team costs more than the search on a busy machine: in one run of
+     * bench/store_bench.c on a loaded 2-core VM, single-query Flat and HNSW searches on 5,000
+     * vectors ran about 3 and 30 times faster with one thread. */
     int threads = omp_get_max_threads();
     if (nq == 1)
         omp_set_num_threads(1);
@@ -323,8 +326,42 @@ static amc_status search_faiss(search_ctx *c, amc_error *err)
 }
 
 /* ---------------------------------------------------------------------------------------
- * Exact scan
+ * Exact scans
  * --------------------------------------------------------------------------------------- */
+
+/* Scores the vectors a graph index does not contain yet (vid > after) for every query that
+ * the index served, so searches find every committed write. */
+static amc_status search_tail(search_ctx *c, uint64_t after, amc_error *err)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->txn, c->st->db_vecs, &cur);
+    if (rc != 0)
+        return ami_lmdb_status_(rc, "open tail cursor", err);
+    unsigned char start[13];
+    ami_put_be32_(start, c->coll->cid);
+    start[4] = (unsigned char)c->t;
+    ami_put_be64_(start + 5, after + 1);
+    MDB_val k = {sizeof start, start}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 13 || memcmp(k.mv_data, start, 5) != 0)
+            break;
+        uint64_t iid;
+        memcpy(&iid, v.mv_data, 8);
+        MDB_val rec;
+        if (c->filter != NULL && (read_rec(c, iid, &rec) != 0 || !rec_matches(c, &rec)))
+            continue;
+        memcpy(c->scratch, (const char *)v.mv_data + 8, sizeof(float) * (size_t)c->dim);
+        for (int q = 0; q < c->nq; q++)
+            if (!c->exact[q])
+                heap_push(&c->heaps[q],
+                          dot(c->qv + (size_t)q * (size_t)c->dim, c->scratch, c->dim), iid);
+    }
+    mdb_cursor_close(cur);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return ami_lmdb_status_(rc, "scan the index tail", err);
+    return AMC_OK;
+}
 
 static float dot(const float *a, const float *b, int n)
 {
@@ -502,6 +539,10 @@ static amc_status run_search(search_ctx *c, const ami_query *queries, ami_result
         c->exact[q] = !usable;
     if (usable)
         s = search_faiss(c, err);
+    uint64_t indexed = idx->indexed_upto > idx->applied_seq ? idx->indexed_upto
+                                                             : idx->applied_seq;
+    if (s == AMC_OK && usable && idx->async && indexed < ami_store_seq(c->st))
+        s = search_tail(c, indexed, err);
     int any_exact = 0;
     for (int q = 0; q < c->nq; q++)
         any_exact |= c->exact[q];

@@ -57,6 +57,7 @@ static void test_factory_getters(void **state)
     assert_int_equal(faiss_Index_d(flat), DIM);
     assert_int_equal(faiss_Index_ntotal(flat), 0);
     assert_int_equal(faiss_Index_is_trained(flat), 1);
+    assert_int_equal(faiss_Index_metric_type(flat), METRIC_INNER_PRODUCT);
     faiss_Index_free(flat);
 
     FaissIndex *ivf = make_index("IVF4,Flat");

@@ -173,6 +173,18 @@ static void test_open_errors(void **state)
     assert_null(st);
     assert_non_null(strstr(err.msg, "/nonexistent/altmoe"));
     assert_int_equal(ami_store_open(&st, NULL, conn, NULL, &err), AMC_EINVAL);
+
+    /* A second open of the same directory is rejected while the first one lasts. */
+    char dir[64];
+    test_tmpdir(dir);
+    ami_store *first;
+    assert_int_equal(ami_store_open(&first, dir, conn, NULL, &err), AMC_OK);
+    assert_int_equal(ami_store_open(&st, dir, conn, NULL, &err), AMC_EBUSY);
+    assert_non_null(strstr(err.msg, "in use"));
+    ami_store_close(first);
+    assert_int_equal(ami_store_open(&st, dir, conn, NULL, &err), AMC_OK);
+    ami_store_close(st);
+    test_rmdir(dir);
     amc_connector_free(conn);
     ami_store_close(NULL);
 }
@@ -548,7 +560,8 @@ static void assert_consistent(fixture *f, int n, const int *live)
         assert_int_equal(info.indexed[m], info.vectors[m]);
     assert_int_equal(ami_store_ready(f->st), 1);
 
-    float q[TEXT_DIM], scores[256];
+    float q[TEXT_DIM];
+    float *scores = malloc(sizeof(float) * (size_t)n);
     query_vector(q, "text", 3);
     brute_scores(f->conn, "text", q, "image", n, scores);
     ami_search_params p = params_k("image", 5);
@@ -557,6 +570,7 @@ static void assert_consistent(fixture *f, int n, const int *live)
     assert_int_equal(search_one(f, "docs", "text", q, &p, &r), AMC_OK);
     assert_exact_topk(&r, scores, live, n, 5);
     ami_results_free(&r, 1);
+    free(scores);
 }
 
 static void test_snapshot_replay(void **state)
@@ -667,6 +681,59 @@ static void test_hnsw_tombstones(void **state)
     assert_consistent(f, 100, live);
     reopen(f, NULL);
     assert_consistent(f, 100, live);
+}
+
+static void test_hnsw_read_your_writes(void **state)
+{
+    fixture *f = *state;
+    create(f, "docs", "Flat", "HNSW16");
+
+    /* Right after each upsert, before or after the builder thread has added the vectors,
+     * a search finds every point written so far. */
+    for (int round = 0; round < 5; round++) {
+        upsert_range(f, "docs", "image", round * 40, 40);
+        float x[IMAGE_DIM];
+        test_fill(x, IMAGE_DIM, (uint64_t)(round * 40 + 39), IMAGE_DIM);
+        ami_search_params p = params_k("image", 1);
+        ami_result r;
+        assert_int_equal(search_one(f, "docs", "image", x, &p, &r), AMC_OK);
+        char id[16];
+        snprintf(id, sizeof id, "p%d", round * 40 + 39);
+        assert_int_equal(r.n, 1);
+        assert_string_equal(r.hits[0].id, id);
+        ami_results_free(&r, 1);
+
+        p = params_k("image", 1000);
+        p.ef_search = 1000;
+        assert_int_equal(search_one(f, "docs", "image", x, &p, &r), AMC_OK);
+        assert_int_equal(r.n, (round + 1) * 40);
+        ami_results_free(&r, 1);
+    }
+    assert_consistent(f, 200, NULL);
+}
+
+static void test_drop_and_close_during_builds(void **state)
+{
+    fixture *f = *state;
+
+    /* Drop a collection while the builder thread is adding its vectors. */
+    create(f, "docs", "Flat", "HNSW32");
+    for (int b = 0; b < 4; b++)
+        upsert_range(f, "docs", "image", b * 500, 500);
+    assert_int_equal(ami_collection_drop(f->st, "docs", NULL), AMC_OK);
+
+    /* Close while it catches up, and reload the connector while it builds. */
+    create(f, "docs", "Flat", "HNSW32");
+    for (int b = 0; b < 4; b++)
+        upsert_range(f, "docs", "image", b * 500, 500);
+    reopen(f, NULL);
+    amc_connector *next = test_connector(9);
+    amc_error err = {0};
+    assert_int_equal(ami_store_reload(f->st, next, &err), AMC_OK);
+    amc_connector_free(f->conn);
+    f->conn = next;
+    upsert_range(f, "docs", "image", 2000, 10);
+    assert_consistent(f, 2010, NULL);
 }
 
 static void test_ivf_training(void **state)
@@ -845,6 +912,46 @@ static void test_connector_change(void **state)
     amc_connector_free(without_image);
 }
 
+static void test_reload_failure_reverts(void **state)
+{
+    fixture *f = *state;
+    create(f, "a", "Flat", "Flat");
+    create(f, "docs", "Flat", "Flat");
+    upsert_range(f, "a", "image", 0, 5);
+    upsert_range(f, "docs", "image", 0, 3000);
+    ami_store_close(f->st);
+    f->st = NULL;
+
+    /* A map with room for re-projecting "a" but not "docs" makes the reload fail midway. */
+    char file[128];
+    struct stat sb;
+    snprintf(file, sizeof file, "%s/data.mdb", f->dir);
+    assert_int_equal(stat(file, &sb), 0);
+    size_t cap = ((size_t)sb.st_size + (16 << 10) + 4095) / 4096 * 4096;
+    ami_store_options opts = {.map_size = cap, .map_size_max = cap};
+    amc_error err = {0};
+    assert_int_equal(ami_store_open(&f->st, f->dir, f->conn, &opts, &err), AMC_OK);
+    char fp[17];
+    amc_connector_fingerprint(f->conn, fp);
+    amc_connector *next = test_connector(11);
+    amc_status s = ami_store_reload(f->st, next, &err);
+    if (s == AMC_OK) {
+        /* The map had more room than estimated; nothing to check here. */
+        amc_connector_free(f->conn);
+        f->conn = next;
+        skip();
+    }
+    assert_int_equal(s, AMC_EFULL);
+
+    /* Nothing changed: connector, fingerprints and search results are the old ones. */
+    assert_true(ami_store_connector(f->st) == f->conn);
+    ami_collection_info info;
+    assert_int_equal(ami_collection_describe(f->st, "a", &info, NULL), AMC_OK);
+    assert_string_equal(info.fingerprint, fp);
+    assert_consistent(f, 3000, NULL);
+    amc_connector_free(next);
+}
+
 static void test_predictive_space(void **state)
 {
     fixture *f = *state;
@@ -962,10 +1069,13 @@ int main(void)
         STORE_TEST(test_auto_snapshot),
         STORE_TEST(test_corrupt_snapshot),
         STORE_TEST(test_hnsw_tombstones),
+        STORE_TEST(test_hnsw_read_your_writes),
+        STORE_TEST(test_drop_and_close_during_builds),
         STORE_TEST(test_ivf_training),
         STORE_TEST(test_map_growth),
         STORE_TEST(test_disk_full),
         STORE_TEST(test_connector_change),
+        STORE_TEST(test_reload_failure_reverts),
         STORE_TEST(test_predictive_space),
         STORE_TEST(test_concurrent_readers),
     };
