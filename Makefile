@@ -1,5 +1,6 @@
 # altmoe build. `make` builds build/altmoe; `make test` runs the unit and end-to-end tests;
 # `make asan` runs the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Reliability targets (docs/reliability.md): test-crash, tsan, faults, fuzz-replay, fuzz, soak.
 # Sources are found by wildcard, so a new .c file in a module folder needs no Makefile change.
 
 CC      ?= gcc
