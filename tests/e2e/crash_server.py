@@ -438,9 +438,11 @@ def run_cycles(servers, cycles, rng, workdir, data_dir, model, all_ids, ledger, 
             deadline = time.time() + 5
             while admin.in_flight != mode and time.time() < deadline:
                 time.sleep(0.0005)
-            if admin.in_flight == mode:
-                report["killed_in_" + mode] += 1
+        inside = mode != "random" and admin.in_flight == mode
         server.kill()
+        # Counted only when the call had not returned by the kill either.
+        if inside and admin.in_flight == mode:
+            report["killed_in_" + mode] += 1
         stop.set()
         for t in writers + [admin]:
             t.join(timeout=60)
