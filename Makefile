@@ -1,5 +1,6 @@
 # altmoe build. `make` builds build/altmoe; `make test` runs the unit and end-to-end tests;
 # `make asan` runs the unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+# Reliability targets (docs/reliability.md): test-crash, tsan, faults, fuzz-replay, fuzz, soak.
 # Sources are found by wildcard, so a new .c file in a module folder needs no Makefile change.
 
 CC      ?= gcc
@@ -33,8 +34,8 @@ BIN      := $(BUILD)/altmoe
 TEST_SRC := $(wildcard tests/unit/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test unit e2e asan bench clean fuzz fuzz-build fuzz-replay test-crash data \
-        demo eval-real
+.PHONY: all deps test unit e2e asan tsan faults soak bench clean fuzz fuzz-build fuzz-replay \
+        test-crash data demo eval-real
 .DEFAULT_GOAL := all
 
 all: deps
@@ -84,15 +85,52 @@ e2e: $(BIN)
 test: deps
 	@$(MAKE) --no-print-directory unit e2e
 
-# The store crash test with 100 SIGKILL cycles; `make unit` runs it with 20.
+# The crash tests with 100 SIGKILL cycles each: the store alone, then the whole server under
+# HTTP load (tests/e2e/crash_server.py). `make test` runs both with 20 cycles.
 test-crash: deps
-	@$(MAKE) --no-print-directory $(BUILD)/tests/test_store_crash
+	@$(MAKE) --no-print-directory $(BUILD)/tests/test_store_crash $(BIN)
 	ALTMOE_CRASH_CYCLES=100 $(BUILD)/tests/test_store_crash
+	ALTMOE_BIN=$(abspath $(BIN)) $(PYTHON) tests/e2e/crash_server.py --cycles 100
 
 # The unit tests under AddressSanitizer and UndefinedBehaviorSanitizer, in a separate build tree.
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" unit
+
+# The unit tests and the concurrent end-to-end tests (the API suite and 5 crash cycles) under
+# ThreadSanitizer, built with clang in build/tsan. The e2e fixtures fail on any "Sanitizer"
+# line in a server log, and TSan makes a process that reported anything exit with 66.
+# OMP_NUM_THREADS=1: libgomp is not instrumented, so TSan cannot see the barrier that ends an
+# OpenMP region and reports every FAISS result written by an OpenMP worker as a race with the
+# thread that reads it. One OpenMP thread keeps FAISS in the calling thread; the request
+# threads, the search batcher and the store's locks stay fully checked.
+TSAN_ENV := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=0 exitcode=66"
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang CXX=clang++ OPT=-O1 \
+	  SAN="-fsanitize=thread -fno-omit-frame-pointer" $(TEST_BIN:$(BUILD)/%=build/tsan/%) \
+	  build/tsan/altmoe
+	@set -e; for t in $(TEST_BIN:$(BUILD)/%=build/tsan/%); do echo "== $$t"; $(TSAN_ENV) $$t; done
+	$(TSAN_ENV) ALTMOE_CRASH_CYCLES=5 ALTMOE_BIN=$(abspath build/tsan/altmoe) \
+	  $(PYTHON) -m pytest -q tests/e2e/test_api.py tests/e2e/test_crash_server.py
+
+# Fault injection (core/fault.h): altmoe built with -DAMC_FAULT_INJECTION and ASan + UBSan in
+# build/faults, then tests/e2e/test_faults.py fails the Nth allocation, write, fsync and LMDB
+# commit for N = 1, 2, ... Set FAULTS_STRIDE=K to try every Kth N only.
+faults: deps
+	@$(MAKE) --no-print-directory BUILD=build/faults OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -DAMC_FAULT_INJECTION" \
+	  build/faults/altmoe
+	ALTMOE_FAULT_BIN=$(abspath build/faults/altmoe) $(PYTHON) -m pytest -q -s tests/e2e/test_faults.py
+
+# Soak: mixed search (wrk), upsert, delete and ingest load on loopback for SOAK_SECONDS, with
+# throughput and RSS over time (bench/soak.py). wrk is installed here only, not by `make deps`.
+SOAK_SECONDS ?= 600
+SOAK_DEB_PKGS := wrk
+
+soak: all
+	@$(MAKE) --no-print-directory DEB_PKGS="$(SOAK_DEB_PKGS)" deps
+	ALTMOE_BIN=$(abspath $(BIN)) $(PYTHON) bench/soak.py --seconds $(SOAK_SECONDS)
 
 # libFuzzer targets: tests/fuzz/fuzz_NAME.c with its seed corpus in tests/fuzz/corpus/NAME/ and
 # an optional dictionary tests/fuzz/NAME.dict. `make fuzz-replay` runs every corpus once (CI);

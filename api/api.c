@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "core/fault.h"
 #include "core/model_io.h"
 #include "server/log.h"
 
@@ -446,7 +447,7 @@ static int handle_points_upsert(handler_args *a)
         snprintf(field, sizeof field, "points[%d].modality", i);
         st = require_modality(a, &info, pts[i].vec.mod, field, "unknown_modality");
     }
-    if (st == 0 && (items = calloc((size_t)n, sizeof *items)) == NULL)
+    if (st == 0 && (items = AMC_CALLOC((size_t)n, sizeof *items)) == NULL)
         st = ama_fail_set_(&a->f, 503, "out_of_memory", "out of memory for the batch");
     if (st == 0) {
         for (int i = 0; i < n; i++) {
@@ -618,8 +619,8 @@ static int handle_search_batch(handler_args *a)
     int st = ama_parse_search_(a->mc, a->body, 1, a->ctx->cfg.max_k, &sr, &a->f);
     if (st == 0)
         st = prepare_search(a, &sr, &p);
-    if (st == 0 && ((qs = calloc((size_t)sr.n, sizeof *qs)) == NULL ||
-                    (rs = calloc((size_t)sr.n, sizeof *rs)) == NULL))
+    if (st == 0 && ((qs = AMC_CALLOC((size_t)sr.n, sizeof *qs)) == NULL ||
+                    (rs = AMC_CALLOC((size_t)sr.n, sizeof *rs)) == NULL))
         st = ama_fail_set_(&a->f, 503, "out_of_memory", "out of memory for the batch");
     if (st == 0) {
         for (int i = 0; i < sr.n; i++)
@@ -675,8 +676,8 @@ static int handle_project(handler_args *a)
         int tgt = pr.target >= 0 ? pr.target : src;
         int dim = amc_connector_out_dim(a->ctx->conn, pr.space, src, tgt);
         size_t row = (size_t)seq * (size_t)pr.items[0].dim;
-        float *x = malloc((size_t)n * row * sizeof(float));
-        float *out = malloc((size_t)n * (size_t)dim * sizeof(float));
+        float *x = AMC_MALLOC((size_t)n * row * sizeof(float));
+        float *out = AMC_MALLOC((size_t)n * (size_t)dim * sizeof(float));
         amc_error err;
         amc_status s = AMC_ENOMEM;
         if (x != NULL && out != NULL) {
@@ -1033,7 +1034,7 @@ amc_status ama_ctx_create(ama_ctx **out, const amcfg_config *cfg, ami_store *st,
                           amc_connector *conn, amc_error *err)
 {
     *out = NULL;
-    ama_ctx *ctx = calloc(1, sizeof *ctx);
+    ama_ctx *ctx = AMC_CALLOC(1, sizeof *ctx);
     if (ctx == NULL)
         return amc_error_set(err, AMC_ENOMEM, "out of memory creating the API state");
     ctx->cfg = *cfg;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fault.h"
 #include "server/log.h"
 
 #define MAX_LISTED_ERRORS 1000
@@ -78,7 +79,7 @@ static void clear_pending(ama_ingest *ing)
 /* Upserts pending[from, from + n) in one transaction. */
 static amc_status upsert_range(ama_ingest *ing, int from, int n, amc_error *err)
 {
-    ami_point *items = calloc((size_t)n, sizeof *items);
+    ami_point *items = AMC_CALLOC((size_t)n, sizeof *items);
     if (items == NULL)
         return amc_error_set(err, AMC_ENOMEM, "out of memory for a batch of %d points", n);
     const amc_config *mc = &ing->ctx->conn->cfg;
@@ -189,6 +190,14 @@ static void ingest_line(ama_ingest *ing, char *text, size_t len)
                            "no modality '%s'", ing->info.spec.name,
                            ing->ctx->conn->cfg.modalities[p.vec.mod].name);
     cJSON_Delete(root);
+    if (st >= 500) {
+        /* Out of memory is the server's failure, not a bad line: stop the ingest, so that
+         * the client gets a 5xx and retries instead of dropping the line as invalid. */
+        ing->failed = 1;
+        ing->fail = f;
+        ama_point_req_free_(&p);
+        return;
+    }
     if (st != 0) {
         reject(ing, ing->record, f.msg);
         ama_point_req_free_(&p);
@@ -208,7 +217,7 @@ static void feed_ndjson(ama_ingest *ing, const char *data, size_t len)
             size_t cap = ing->line_cap ? ing->line_cap : 4096;
             while (cap < ing->line_len + take + 1)
                 cap *= 2;
-            char *grown = realloc(ing->line, cap);
+            char *grown = AMC_REALLOC(ing->line, cap);
             if (grown == NULL) {
                 ing->failed = 1;
                 ama_fail_set_(&ing->fail, 503, "out_of_memory", "out of memory at line %ld",
@@ -256,7 +265,7 @@ static void finish_record(ama_ingest *ing)
     p.vec.mod = ing->bin_mod;
     p.vec.seq = 1;
     p.vec.dim = ing->bin_dim;
-    p.vec.data = malloc((size_t)ing->bin_dim * sizeof(float));
+    p.vec.data = AMC_MALLOC((size_t)ing->bin_dim * sizeof(float));
     if (p.vec.data == NULL) {
         ing->failed = 1;
         ama_fail_set_(&ing->fail, 503, "out_of_memory", "out of memory at record %ld",
@@ -330,7 +339,7 @@ static int begin_binary(ama_ingest *ing, const ama_request *req, ama_fail_ *f)
                              req->query_modality);
     ing->binary = 1;
     ing->bin_dim = mc->modalities[ing->bin_mod].dim;
-    ing->vec = malloc((size_t)ing->bin_dim * sizeof(float));
+    ing->vec = AMC_MALLOC((size_t)ing->bin_dim * sizeof(float));
     if (ing->vec == NULL)
         return ama_fail_set_(f, 503, "out_of_memory", "out of memory for the record buffer");
     return 0;
@@ -340,7 +349,7 @@ ama_ingest *ama_ingest_begin(ama_ctx *ctx, const ama_request *req, ama_response 
 {
     ama_fail_ f;
     amc_error err;
-    ama_ingest *ing = calloc(1, sizeof *ing);
+    ama_ingest *ing = AMC_CALLOC(1, sizeof *ing);
     if (ing == NULL) {
         ama_error_response(resp, 503, "out_of_memory", "out of memory starting the ingest");
         return NULL;
@@ -349,8 +358,8 @@ ama_ingest *ama_ingest_begin(ama_ctx *ctx, const ama_request *req, ama_response 
     ing->started = req->started_s;
     ing->batch_max = (int)ctx->cfg.ingest_batch;
     ing->errors = cJSON_CreateArray();
-    ing->pending = calloc((size_t)ing->batch_max, sizeof *ing->pending);
-    ing->pending_record = calloc((size_t)ing->batch_max, sizeof *ing->pending_record);
+    ing->pending = AMC_CALLOC((size_t)ing->batch_max, sizeof *ing->pending);
+    ing->pending_record = AMC_CALLOC((size_t)ing->batch_max, sizeof *ing->pending_record);
     int st = 0;
     if (ing->errors == NULL || ing->pending == NULL || ing->pending_record == NULL)
         st = ama_fail_set_(&f, 503, "out_of_memory", "out of memory starting the ingest");

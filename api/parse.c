@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fault.h"
+
 int ama_fail_set_(ama_fail_ *f, int status, const char *code, const char *fmt, ...)
 {
     va_list ap;
@@ -207,7 +209,7 @@ int ama_parse_embedding_(const amc_config *mc, const cJSON *obj, const char *whe
     if (emb != NULL) {
         field_path(path, sizeof path, where, "embedding");
         out->seq = 1;
-        out->data = malloc((size_t)out->dim * sizeof(float));
+        out->data = AMC_MALLOC((size_t)out->dim * sizeof(float));
         if (out->data == NULL)
             return ama_fail_set_(f, 503, "out_of_memory", "out of memory for '%s'", path);
         return parse_row(emb, out->dim, out->data, path, f);
@@ -221,7 +223,7 @@ int ama_parse_embedding_(const amc_config *mc, const cJSON *obj, const char *whe
         return ama_fail_set_(f, 400, "invalid_field", "field '%s' has %d tokens; the maximum "
                              "is %d", path, seq, AMI_SEQ_MAX);
     out->seq = seq;
-    out->data = malloc((size_t)seq * (size_t)out->dim * sizeof(float));
+    out->data = AMC_MALLOC((size_t)seq * (size_t)out->dim * sizeof(float));
     if (out->data == NULL)
         return ama_fail_set_(f, 503, "out_of_memory", "out of memory for '%s'", path);
     int t = 0;
@@ -296,7 +298,7 @@ int ama_parse_upsert_(const amc_config *mc, const cJSON *root, ama_point_req_ **
         return ama_fail_set_(f, 400, "invalid_field", "field 'points' must be an array of 1 to "
                              "%d points; use the admin ingest route for more",
                              AMA_BATCH_MAX_POINTS);
-    ama_point_req_ *out = calloc((size_t)count, sizeof *out);
+    ama_point_req_ *out = AMC_CALLOC((size_t)count, sizeof *out);
     if (out == NULL)
         return ama_fail_set_(f, 503, "out_of_memory", "out of memory for 'points'");
     *points = out;
@@ -381,7 +383,7 @@ int ama_parse_search_(const amc_config *mc, const cJSON *root, int batch, long m
     if (st != 0)
         return st;
     if (!batch) {
-        out->queries = calloc(1, sizeof *out->queries);
+        out->queries = AMC_CALLOC(1, sizeof *out->queries);
         if (out->queries == NULL)
             return ama_fail_set_(f, 503, "out_of_memory", "out of memory for the query");
         out->n = 1;
@@ -395,7 +397,7 @@ int ama_parse_search_(const amc_config *mc, const cJSON *root, int batch, long m
     if (count < 1 || count > AMA_BATCH_MAX_POINTS)
         return ama_fail_set_(f, 400, "invalid_field", "field 'queries' must be an array of 1 "
                              "to %d queries", AMA_BATCH_MAX_POINTS);
-    out->queries = calloc((size_t)count, sizeof *out->queries);
+    out->queries = AMC_CALLOC((size_t)count, sizeof *out->queries);
     if (out->queries == NULL)
         return ama_fail_set_(f, 503, "out_of_memory", "out of memory for 'queries'");
     int i = 0;
@@ -472,7 +474,7 @@ int ama_parse_project_(const amc_config *mc, const cJSON *root, ama_project_req_
     /* Either one item (embedding / tokens) or a list of pooled vectors (embeddings). */
     const cJSON *many = cJSON_GetObjectItemCaseSensitive(root, "embeddings");
     if (many == NULL) {
-        out->items = calloc(1, sizeof *out->items);
+        out->items = AMC_CALLOC(1, sizeof *out->items);
         if (out->items == NULL)
             return ama_fail_set_(f, 503, "out_of_memory", "out of memory for the item");
         out->n = 1;
@@ -486,7 +488,7 @@ int ama_parse_project_(const amc_config *mc, const cJSON *root, ama_project_req_
     if (count < 1 || count > AMA_BATCH_MAX_POINTS)
         return ama_fail_set_(f, 400, "invalid_field", "field 'embeddings' must be an array of 1 "
                              "to %d vectors", AMA_BATCH_MAX_POINTS);
-    out->items = calloc((size_t)count, sizeof *out->items);
+    out->items = AMC_CALLOC((size_t)count, sizeof *out->items);
     if (out->items == NULL)
         return ama_fail_set_(f, 503, "out_of_memory", "out of memory for 'embeddings'");
     int i = 0;
@@ -498,7 +500,7 @@ int ama_parse_project_(const amc_config *mc, const cJSON *root, ama_project_req_
         v->mod = mod;
         v->seq = 1;
         v->dim = mc->modalities[mod].dim;
-        v->data = malloc((size_t)v->dim * sizeof(float));
+        v->data = AMC_MALLOC((size_t)v->dim * sizeof(float));
         if (v->data == NULL)
             return ama_fail_set_(f, 503, "out_of_memory", "out of memory for '%s'", path);
         if ((st = parse_row(row, v->dim, v->data, path, f)) != 0)

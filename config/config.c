@@ -67,6 +67,9 @@ static const opt_def options[] = {
     {"cors_origins", OPT_STRING, FIELD(cors_origins), "", 0, 0, "origins", 0,
      "comma-separated origins (scheme://host[:port]) whose browser pages may call the API, or * "
      "for any; empty turns CORS off"},
+    {"map_size_max", OPT_INT, FIELD(map_size_max_mib), "1048576", 1, 1 << 30, "MiB", 0,
+     "ceiling of the LMDB map, which starts at 64 MiB (or this, if smaller) and doubles when "
+     "full; writes beyond it get 507 storage_full"},
 };
 
 #define N_OPTIONS ((int)(sizeof options / sizeof options[0]))
@@ -269,6 +272,18 @@ amc_status amcfg_apply_file(amcfg_config *cfg, const char *path, amc_error *err)
     return st;
 }
 
+/* Returns 1 for ALTMOE_ variables that are not options: the config file path, and the ones the
+ * test harness sets (the binary under test, crash cycles, fault injection in core/fault.h). */
+static int is_reserved_env(const char *name, size_t len)
+{
+    static const char *const reserved[] = {"CONFIG", "BIN", "CRASH_CYCLES", "FAULT_AT",
+                                           "FAULT_KIND"};
+    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
+        if (strlen(reserved[i]) == len && strncmp(name, reserved[i], len) == 0)
+            return 1;
+    return 0;
+}
+
 amc_status amcfg_apply_env(amcfg_config *cfg, char *const *envp, amc_error *err)
 {
     static const char prefix[] = "ALTMOE_";
@@ -280,8 +295,7 @@ amc_status amcfg_apply_env(amcfg_config *cfg, char *const *envp, amc_error *err)
         if (eq == NULL)
             continue;
         size_t len = (size_t)(eq - name);
-        if ((len == 6 && strncmp(name, "CONFIG", 6) == 0) ||
-            (len == 3 && strncmp(name, "BIN", 3) == 0))
+        if (is_reserved_env(name, len))
             continue;
         char lower[64];
         if (len >= sizeof lower)

@@ -42,6 +42,7 @@ typedef struct amcfg_config {
     int64_t log_level;                  /* an amcfg_log_level */
     int64_t snapshot_interval_s;        /* periodic index snapshots; 0 disables */
     char cors_origins[AMCFG_STR_MAX];   /* comma-separated CORS origins, "*" for any; "" = off */
+    int64_t map_size_max_mib;           /* ceiling of the LMDB map, MiB */
 } amcfg_config;
 
 /* Fills cfg with the built-in defaults of every option. */

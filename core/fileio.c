@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/fault.h"
+
 amc_status amc_file_map(const char *path, void **map, size_t *len, amc_error *err)
 {
     *map = NULL;
@@ -95,7 +97,7 @@ amc_status amc_atomic_write(amc_atomic_file *file, const void *buf, size_t len, 
 {
     const char *p = buf;
     while (len > 0) {
-        ssize_t w = write(file->fd, p, len);
+        ssize_t w = AMC_FAULT(AMC_FAULT_WRITE) ? -1 : write(file->fd, p, len);
         if (w < 0 && errno == EINTR)
             continue;
         if (w < 0)
@@ -121,7 +123,7 @@ static amc_status fsync_parent(const char *path, amc_error *err)
         return amc_error_set(err, AMC_EIO, "%s: cannot open its folder to fsync it: %s", path,
                              strerror(e));
     }
-    int rc = fsync(fd);
+    int rc = AMC_FAULT(AMC_FAULT_FSYNC) ? -1 : fsync(fd);
     int e = errno;
     close(fd);
     free(copy);
@@ -134,7 +136,7 @@ static amc_status fsync_parent(const char *path, amc_error *err)
 amc_status amc_atomic_commit(amc_atomic_file *file, amc_error *err)
 {
     /* Flush the data before the rename, so the new name never points at partial content. */
-    if (fsync(file->fd) != 0) {
+    if (AMC_FAULT(AMC_FAULT_FSYNC) || fsync(file->fd) != 0) {
         int e = errno;
         amc_status rc = amc_error_set(err, e == ENOSPC ? AMC_EFULL : AMC_EIO,
                                       "%s: fsync failed: %s", file->tmp_path, strerror(e));

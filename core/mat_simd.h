@@ -35,9 +35,11 @@ static inline float erf_approx(float x)
     return x < 0.0f ? -y : y;
 }
 
-/* Built for AVX-512, AVX2 and baseline x86-64; the loader picks the best the CPU has. */
+/* Built for AVX-512, AVX2 and baseline x86-64; the loader picks the best the CPU has. Not under
+ * a sanitizer: the loader runs the clone resolver during relocation, before the sanitizer
+ * runtime is set up, and a ThreadSanitizer-instrumented resolver then crashes the process. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define AMC_SIMD_CLONES \
     __attribute__((target_clones("avx512f", "avx2", "default"), optimize("tree-vectorize")))
 #else

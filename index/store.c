@@ -19,10 +19,14 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+
+#include "core/fault.h"
 
 #define DEFAULT_MAP_SIZE ((size_t)64 << 20)
 #define DEFAULT_MAP_SIZE_MAX ((size_t)1 << 40)
+#define DISK_LOW_BYTES ((uint64_t)1 << 20)
 #define DEFAULT_TOMBSTONE_RATIO 0.2
 #define DEFAULT_SNAPSHOT_EVERY 100000
 #define MAX_READERS 1024
@@ -229,6 +233,18 @@ static amc_status grow_map(ami_store *st, amc_error *err)
     return AMC_OK;
 }
 
+/* Maps a failed commit to a status. LMDB reports a short write, which is how a full disk
+ * shows up, as EIO, so an EIO while the data directory has less than DISK_LOW_BYTES available
+ * is reported as a full disk. */
+static amc_status commit_status(const ami_store *st, int rc, amc_error *err)
+{
+    struct statvfs fs;
+    if (rc == EIO && statvfs(st->dir, &fs) == 0 &&
+        (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize < DISK_LOW_BYTES)
+        rc = ENOSPC;
+    return ami_lmdb_status_(rc, "commit", err);
+}
+
 amc_status ami_write_txn_(ami_store *st, ami_txn_body_ body, void *ctx, amc_error *err)
 {
     amc_error local;
@@ -245,14 +261,18 @@ amc_status ami_write_txn_(ami_store *st, ami_txn_body_ body, void *ctx, amc_erro
             mdb_txn_abort(txn);
             return e->code != AMC_OK ? e->code : AMC_EINTERNAL;
         }
-        if (rc == 0)
-            rc = mdb_txn_commit(txn);
-        else
+        if (rc == 0 && AMC_FAULT(AMC_FAULT_COMMIT)) {
             mdb_txn_abort(txn);
+            rc = EIO;
+        } else if (rc == 0) {
+            rc = mdb_txn_commit(txn);
+        } else {
+            mdb_txn_abort(txn);
+        }
         if (rc == 0)
             return AMC_OK;
         if (rc != MDB_MAP_FULL)
-            return ami_lmdb_status_(rc, "commit", e);
+            return commit_status(st, rc, e);
 
         /* The map is full: grow it and run the whole transaction again. */
         amc_status s = grow_map(st, e);

@@ -32,6 +32,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fault.h"
+
 #define SNAP_MAGIC "AMISNAP1"
 #define SNAP_VERSION 1u
 #define ADD_CHUNK 4096
@@ -409,7 +411,7 @@ static int fsync_dir(const char *dir)
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
     if (fd < 0)
         return -1;
-    int rc = fsync(fd);
+    int rc = AMC_FAULT(AMC_FAULT_FSYNC) ? -1 : fsync(fd);
     close(fd);
     return rc;
 }
@@ -439,7 +441,7 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
 
     /* Temporary file with the checksum filled in last, fsync, rename, fsync of the
      * directory. */
-    int ok = fwrite(&h, sizeof h, 1, f) == 1;
+    int ok = !AMC_FAULT(AMC_FAULT_WRITE) && fwrite(&h, sizeof h, 1, f) == 1;
     pthread_rwlock_rdlock(&idx->param_lock);
     ok = ok && faiss_write_index(idx->faiss, f) == 0;
     pthread_rwlock_unlock(&idx->param_lock);
@@ -448,7 +450,7 @@ static amc_status write_snapshot_file(ami_store *st, ami_coll_ *coll, int m, con
     ok = ok && fflush(f) == 0 && fseek(f, (long)sizeof h, SEEK_SET) == 0 &&
          checksum_rest(f, &h.checksum) == 0 && fseek(f, 0, SEEK_SET) == 0 &&
          fwrite(&h, sizeof h, 1, f) == 1;
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = ok && fflush(f) == 0 && !AMC_FAULT(AMC_FAULT_FSYNC) && fsync(fileno(f)) == 0;
     ok = (fclose(f) == 0) && ok;
     if (!ok || rename(tmp, path) != 0) {
         const char *msg = faiss_get_last_error();
@@ -471,8 +473,9 @@ static int restamp_snapshot(const char *path, uint64_t seq)
     int fd = open(path, O_RDWR);
     if (fd < 0)
         return -1;
-    int rc = pwrite(fd, &seq, sizeof seq, offsetof(snap_header, seq)) == sizeof seq &&
-                     fsync(fd) == 0
+    int rc = !AMC_FAULT(AMC_FAULT_WRITE) &&
+                     pwrite(fd, &seq, sizeof seq, offsetof(snap_header, seq)) == sizeof seq &&
+                     !AMC_FAULT(AMC_FAULT_FSYNC) && fsync(fd) == 0
                  ? 0
                  : -1;
     close(fd);

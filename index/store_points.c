@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fault.h"
+
 /* A decoded point record; id and payload point into LMDB memory or the caller's buffers. */
 typedef struct point_rec {
     uint16_t id_len;
@@ -43,7 +45,7 @@ static int decode_rec(const MDB_val *v, point_rec *rec)
 static int encode_rec(const point_rec *rec, MDB_val *v)
 {
     size_t fixed = 2 + 8 * AMC_MAX_MODALITIES + 4;
-    unsigned char *p = malloc(fixed + rec->id_len + rec->payload_len);
+    unsigned char *p = AMC_MALLOC(fixed + rec->id_len + rec->payload_len);
     if (p == NULL)
         return ENOMEM;
     memcpy(p, &rec->id_len, 2);
@@ -244,7 +246,7 @@ static int upsert_one(MDB_txn *txn, write_ctx *c, int i)
         if (rc != 0)
             return rc;
         if (rec.payload != NULL && p->payload == NULL) {
-            old_payload = malloc(rec.payload_len);
+            old_payload = AMC_MALLOC(rec.payload_len);
             if (old_payload == NULL)
                 return ENOMEM;
             memcpy(old_payload, rec.payload, rec.payload_len);
@@ -342,7 +344,7 @@ static amc_status project_batch(ami_store *st, write_ctx *c, amc_error *err)
         while (j < c->n && c->mods[j] == m && c->points[j].seq == seq && j - i < 256)
             j++;
         size_t item = (size_t)seq * (size_t)c->coll->raw_dim[m];
-        float *grown = realloc(buf, sizeof(float) * item * (size_t)(j - i));
+        float *grown = AMC_REALLOC(buf, sizeof(float) * item * (size_t)(j - i));
         if (grown == NULL) {
             s = amc_error_set(err, AMC_ENOMEM, "out of memory projecting the batch");
             break;
@@ -377,9 +379,9 @@ static void apply_ops(ami_store *st, write_ctx *c)
     for (int m = 0; m < c->coll->spec.n_modalities; m++) {
         int dim = c->coll->idx[m].dim;
         int n_add = 0, n_del = 0;
-        int64_t *add = malloc(sizeof(int64_t) * (size_t)(c->n_ops + 1));
-        int64_t *del = malloc(sizeof(int64_t) * (size_t)(c->n_ops + 1));
-        float *vecs = malloc(sizeof(float) * (size_t)dim * (size_t)(c->n + 1));
+        int64_t *add = AMC_MALLOC(sizeof(int64_t) * (size_t)(c->n_ops + 1));
+        int64_t *del = AMC_MALLOC(sizeof(int64_t) * (size_t)(c->n_ops + 1));
+        float *vecs = AMC_MALLOC(sizeof(float) * (size_t)dim * (size_t)(c->n + 1));
         for (int o = 0; add != NULL && del != NULL && vecs != NULL && o < c->n_ops; o++) {
             if (c->op_mod[o] != m)
                 continue;
@@ -403,10 +405,10 @@ static void apply_ops(ami_store *st, write_ctx *c)
 static amc_status alloc_ops(write_ctx *c, int per_item, amc_error *err)
 {
     size_t n = (size_t)c->n * (size_t)per_item + 1;
-    c->op_vid = malloc(sizeof(int64_t) * n);
-    c->op_mod = malloc(sizeof(int) * n);
-    c->op_kind = malloc(sizeof(int) * n);
-    c->op_item = malloc(sizeof(int) * n);
+    c->op_vid = AMC_MALLOC(sizeof(int64_t) * n);
+    c->op_mod = AMC_MALLOC(sizeof(int) * n);
+    c->op_kind = AMC_MALLOC(sizeof(int) * n);
+    c->op_item = AMC_MALLOC(sizeof(int) * n);
     if (c->op_vid == NULL || c->op_mod == NULL || c->op_kind == NULL || c->op_item == NULL)
         return amc_error_set(err, AMC_ENOMEM, "out of memory for a batch of %d", c->n);
     return AMC_OK;
@@ -433,7 +435,7 @@ amc_status ami_points_upsert(ami_store *st, const char *collection, const ami_po
                                                   collection);
 
     /* Validate everything, then project, then one transaction. */
-    int *mods = s == AMC_OK ? malloc(sizeof(int) * (size_t)n) : NULL;
+    int *mods = s == AMC_OK ? AMC_MALLOC(sizeof(int) * (size_t)n) : NULL;
     if (s == AMC_OK && mods == NULL)
         s = amc_error_set(err, AMC_ENOMEM, "out of memory for a batch of %d", n);
     for (int i = 0; s == AMC_OK && i < n; i++)
@@ -443,7 +445,7 @@ amc_status ami_points_upsert(ami_store *st, const char *collection, const ami_po
     if (s == AMC_OK) {
         for (int m = 0; m < c.coll->spec.n_modalities; m++)
             c.width = c.coll->idx[m].dim > c.width ? c.coll->idx[m].dim : c.width;
-        proj = malloc(sizeof(float) * (size_t)c.width * (size_t)n);
+        proj = AMC_MALLOC(sizeof(float) * (size_t)c.width * (size_t)n);
         c.proj = proj;
         s = proj != NULL ? alloc_ops(&c, 2, err)
                          : amc_error_set(err, AMC_ENOMEM, "out of memory for a batch of %d", n);
@@ -591,7 +593,7 @@ static int read_raw(MDB_txn *txn, ami_store *st, const ami_coll_ *coll, uint64_t
     size_t bytes = sizeof(float) * (size_t)hdr[0] * (size_t)hdr[1];
     if (v.mv_size != sizeof hdr + bytes)
         return MDB_CORRUPTED;
-    out->data = malloc(bytes);
+    out->data = AMC_MALLOC(bytes);
     if (out->data == NULL)
         return ENOMEM;
     memcpy(out->data, (const char *)v.mv_data + sizeof hdr, bytes);
@@ -625,7 +627,7 @@ static int read_point(MDB_txn *txn, ami_store *st, const ami_coll_ *coll, const 
         return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
     memcpy(out->id, id, len + 1);
     if (rec.payload != NULL) {
-        out->payload = malloc(rec.payload_len + 1);
+        out->payload = AMC_MALLOC(rec.payload_len + 1);
         if (out->payload == NULL)
             return ENOMEM;
         memcpy(out->payload, rec.payload, rec.payload_len);

@@ -143,7 +143,8 @@ static int start(const amcfg_config *cfg, ami_store **st, ama_ctx **api, ams_htt
             ams_log_quote(qpath, sizeof qpath, cfg->model), conn->cfg.n_modalities,
             conn->cfg.latent, fp);
 
-    if (ami_store_open(st, cfg->data_dir, conn, NULL, &err) != AMC_OK) {
+    ami_store_options opts = {.map_size_max = (size_t)cfg->map_size_max_mib << 20};
+    if (ami_store_open(st, cfg->data_dir, conn, &opts, &err) != AMC_OK) {
         amc_connector_free(conn);
         return start_failed("store", &err);
     }
