@@ -141,7 +141,7 @@ static void adamw_matches_hand_update(void **state)
     amc_adamw_step(&opt, conn, grad, used, (float)lr, (float)wd);
 
     /* first step: m = 0.05, v = 0.00025, mhat = 0.5, vhat = 0.25: p = p (1 - lr wd) - lr */
-    double p0 = before[w->offset];
+    double p0 = (double)before[w->offset];
     assert_near(conn->block[w->offset], p0 * (1 - lr * wd) - lr * 0.5 / (0.5 + 1e-8), 1e-6);
     assert_near(conn->block[b->offset], (double)before[b->offset] - lr * 0.5 / (0.5 + 1e-8), 1e-6);
     /* untouched tensors keep their weights and step counts */
@@ -154,7 +154,7 @@ static void adamw_matches_hand_update(void **state)
     /* second step with the opposite gradient: m = 0.045 - 0.05 = -0.005 ... hand formula */
     for (size_t i = 0; i < conn->n_params; i++)
         grad[i] = -0.5f;
-    double p1 = conn->block[b->offset];
+    double p1 = (double)conn->block[b->offset];
     amc_adamw_step(&opt, conn, grad, used, (float)lr, (float)wd);
     double m = 0.9 * 0.05 + 0.1 * -0.5, v = 0.999 * 0.00025 + 0.001 * 0.25;
     double mhat = m / (1 - 0.81), vhat = v / (1 - 0.999 * 0.999);
@@ -232,7 +232,7 @@ static void pairs_reject_nan_rows_and_split(void **state)
     assert_non_null(json);
     assert_int_equal(amc_preprocess_from_json(&back, &conn->cfg, json, &err), AMC_OK);
     for (int j = 0; j < 20; j++)
-        assert_near(back.mean[1][j], pre.mean[1][j], 1e-6 * (1 + fabs(pre.mean[1][j])));
+        assert_near(back.mean[1][j], pre.mean[1][j], 1e-6 * (1 + fabs((double)pre.mean[1][j])));
     amc_preprocess_apply(&back, &train);
     double norm = 0;
     for (int j = 0; j < 20; j++)
