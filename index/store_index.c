@@ -320,11 +320,13 @@ void ami_index_apply_(ami_store *st, ami_coll_ *coll, int m, int n_add, const in
     if (n_add == 0 && n_del == 0)
         return;
 
-    /* Graph indices catch up from the log in the builder thread, off the request path. */
-    if (idx->async && idx->faiss != NULL) {
-        ami_builder_wake_(st);
+    /* Graph indices catch up from the log in the builder thread, off the request path. The
+     * builder is woken for every write, not only for writes to a graph index: a graph index
+     * counts as caught up once its applied sequence reaches the store's, and writes to other
+     * collections move the store's sequence too. */
+    ami_builder_wake_(st);
+    if (idx->async && idx->faiss != NULL)
         return;
-    }
 
     /* No index (untrained, failed or being built): a build reads LMDB and replays the log,
      * so these operations reach the index later. An IVF index is trained once enough

@@ -750,3 +750,22 @@ def test_serve_help_and_dump_config():
     bad = subprocess.run([BIN, "serve", "--port", "0"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "port" in bad.stderr
+
+
+def test_readyz_after_write_beside_hnsw(server):
+    """A write to one collection must not leave another collection's HNSW index looking
+    behind: /readyz returns to 200 once the builder has caught up."""
+    ok(server.request("POST", "/v1/collections", {"name": "graph", "index": "HNSW32"}))
+    ok(server.request("POST", "/v1/collections", {"name": "flat_next_to_graph"}))
+    ok(server.request("PUT", "/v1/collections/flat_next_to_graph/points",
+                      {"points": [{"id": "p", "modality": "text", "embedding": vec(TEXT_DIM, 5)}]}))
+    deadline = time.time() + 10
+    status = None
+    while time.time() < deadline:
+        status = server.request("GET", "/readyz")[0]
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert status == 200
+    ok(server.request("DELETE", "/v1/collections/graph"))
+    ok(server.request("DELETE", "/v1/collections/flat_next_to_graph"))
