@@ -1,6 +1,7 @@
 /* Reading and writing connector model files. */
 #include "core/model_io.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,6 +95,13 @@ static amc_status load_tensors(const amc_st_file *file, const char *path, amc_co
                                  path, want->name, shape);
         if (amc_st_read_f32(file, got, conn->block + want->offset, want->numel, err) != AMC_OK)
             return amc_error_prefix(err, "%s", path);
+        const float *values = conn->block + want->offset;
+        for (size_t j = 0; j < want->numel; j++)
+            if (!isfinite(values[j]))
+                return amc_error_set(err, AMC_EFORMAT,
+                                     "%s: tensor %s has a non-finite value (%g) at element %zu; "
+                                     "the model is corrupt or its training diverged", path,
+                                     want->name, (double)values[j], j);
     }
     for (int i = 0; i < file->n_tensors; i++)
         if (amc_connector_tensor(conn, file->tensors[i].name) == NULL)

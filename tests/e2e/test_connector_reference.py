@@ -98,3 +98,24 @@ def test_project_reports_bad_input(model, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "'smell' is not in the model" in result.stderr
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_model_with_non_finite_weight_rejected(tmp_path, bad):
+    config = tmp_path / "connector.json"
+    config.write_text(json.dumps(CONFIGS["mlp"]))
+    path = tmp_path / "model.safetensors"
+    run("init", "--config", str(config), "--out", str(path), "--seed", "1")
+    raw = bytearray(path.read_bytes())
+    header_len = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + header_len])
+    begin = header["gate.weight"]["data_offsets"][0] + 8 + header_len
+    raw[begin + 4:begin + 8] = np.float32(bad).tobytes()
+    path.write_bytes(bytes(raw))
+    for args in (("model", "info", str(path)),
+                 ("project", "--model", str(path), "--from", "text", "--to", "image",
+                  "--in", str(path), "--out", str(tmp_path / "y.npy"))):
+        result = subprocess.run([ALTMOE, *args], capture_output=True, text=True)
+        assert result.returncode == 1
+        assert "tensor gate.weight has a non-finite value" in result.stderr
+        assert "at element 1" in result.stderr
