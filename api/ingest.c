@@ -250,8 +250,16 @@ static void finish_record(ama_ingest *ing)
     memset(&p, 0, sizeof p);
     memcpy(p.id, ing->id, ing->id_len);
     p.id[ing->id_len] = '\0';
+    if (ing->id_len == 0) {
+        reject(ing, ing->record, "id is empty; ids are 1 to 255 bytes");
+        return;
+    }
     if (strlen(p.id) != ing->id_len) {
         reject(ing, ing->record, "id contains a NUL byte");
+        return;
+    }
+    if (ama_utf8_invalid_at_((const unsigned char *)p.id, ing->id_len) < ing->id_len) {
+        reject(ing, ing->record, "id is not valid UTF-8");
         return;
     }
     for (int i = 0; i < ing->bin_dim; i++) {
@@ -296,7 +304,8 @@ static void feed_binary(ama_ingest *ing, const char *data, size_t len)
             if (!gather(ing->len_bytes, 2, &ing->have, &data, &len))
                 return;
             ing->id_len = (size_t)ing->len_bytes[0] | ((size_t)ing->len_bytes[1] << 8);
-            if (ing->id_len == 0 || ing->id_len > AMI_ID_MAX) {
+            /* An empty id is rejected with its record, which still has a known length. */
+            if (ing->id_len > AMI_ID_MAX) {
                 ing->failed = 1;
                 ama_fail_set_(&ing->fail, 400, "invalid_field", "record %ld: id length %zu is "
                               "out of range 1..%d; the stream cannot be read further",

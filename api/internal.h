@@ -149,4 +149,8 @@ void ama_search_response_(ama_response *resp, const ami_result *result, int with
 
 double ama_now_s_(void);
 
+/* Returns the offset of the first byte of s [len] that breaks UTF-8 (overlong forms,
+ * surrogates and code points past U+10FFFF included), or len when s is valid UTF-8. */
+size_t ama_utf8_invalid_at_(const unsigned char *s, size_t len);
+
 #endif

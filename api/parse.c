@@ -53,6 +53,59 @@ static void field_path(char *out, size_t cap, const char *where, const char *key
     snprintf(out, cap, "%s%s%s", where, where[0] ? "." : "", key);
 }
 
+size_t ama_utf8_invalid_at_(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n;
+        unsigned min;
+        unsigned cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 1, min = 0x80, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 2, min = 0x800, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 3, min = 0x10000, cp = c & 0x07;
+        } else {
+            return i;
+        }
+        if (len - i <= n)
+            return i;
+        for (size_t k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return i;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+/* Returns 1 when a JSON string in s [len] contains the escape \u0000, which cJSON would turn
+ * into a NUL byte that cuts the C string short. */
+static int has_nul_escape(const char *s, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!in_string) {
+            in_string = s[i] == '"';
+        } else if (s[i] == '"') {
+            in_string = 0;
+        } else if (s[i] == '\\' && i + 1 < len) {
+            if (s[i + 1] == 'u' && i + 5 < len && memcmp(s + i + 2, "0000", 4) == 0)
+                return 1;
+            i++;
+        }
+    }
+    return 0;
+}
+
 int ama_parse_object_(const char *json, size_t len, cJSON **root, ama_fail_ *f)
 {
     const char *end = NULL;
@@ -60,6 +113,13 @@ int ama_parse_object_(const char *json, size_t len, cJSON **root, ama_fail_ *f)
     if (len == 0)
         return ama_fail_set_(f, 400, "malformed_json", "request body is empty; send a JSON "
                              "object");
+    size_t bad = ama_utf8_invalid_at_((const unsigned char *)json, len);
+    if (bad < len)
+        return ama_fail_set_(f, 400, "malformed_json", "request body is not valid UTF-8 (byte "
+                             "%zu); JSON text must be UTF-8", bad);
+    if (has_nul_escape(json, len))
+        return ama_fail_set_(f, 400, "invalid_field", "a string contains \\u0000; ids, names "
+                             "and payload strings may not contain NUL characters");
     cJSON *doc = cJSON_ParseWithLengthOpts(json, len, &end, 0);
     if (doc == NULL) {
         size_t at = (end != NULL && end >= json) ? (size_t)(end - json) : 0;

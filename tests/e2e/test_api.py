@@ -769,3 +769,36 @@ def test_readyz_after_write_beside_hnsw(server):
     assert status == 200
     ok(server.request("DELETE", "/v1/collections/graph"))
     ok(server.request("DELETE", "/v1/collections/flat_next_to_graph"))
+
+
+def test_ids_must_be_utf8_without_nul(server):
+    ok(server.request("POST", "/v1/collections", {"name": "idcheck", "modalities": ["text"]}))
+    point = {"modality": "text", "embedding": vec(TEXT_DIM, 9)}
+    # \u0000 inside an id would cut it short and make two ids collide
+    body = json.dumps({"points": [dict(point, id="k")]}).replace('"k"', '"k\\u0000a"').encode()
+    status, _, doc = server.request("PUT", "/v1/collections/idcheck/points", raw=body,
+                                    headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert "\\u0000" in doc["error"]["message"]
+    # raw bytes that are not UTF-8
+    body = json.dumps({"points": [dict(point, id="k")]}).encode().replace(b'"k"', b'"\xff\xfe"')
+    status, _, doc = server.request("PUT", "/v1/collections/idcheck/points", raw=body,
+                                    headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert doc["error"]["code"] == "malformed_json"
+    assert "UTF-8" in doc["error"]["message"]
+    assert ok(server.request("GET", "/v1/collections/idcheck"))["points"] == 0
+
+    # the binary ingest form rejects such ids per record and goes on, an empty id included
+    records = b""
+    for ident in (b"good1", b"", b"bad\xff", b"nul\x00x", b"good2"):
+        records += struct.pack("<H", len(ident)) + ident
+        records += struct.pack("<%df" % TEXT_DIM, *vec(TEXT_DIM, 1))
+    res = ok(server.admin("POST", "/admin/v1/collections/idcheck/ingest?modality=text",
+                          headers={"Content-Type": "application/octet-stream"}, raw=records))
+    assert res["accepted"] == 2
+    assert [e["record"] for e in res["errors"]] == [2, 3, 4]
+    assert "empty" in res["errors"][0]["reason"]
+    assert "UTF-8" in res["errors"][1]["reason"]
+    assert "NUL" in res["errors"][2]["reason"]
+    ok(server.request("DELETE", "/v1/collections/idcheck"))
