@@ -331,7 +331,7 @@ static int handle_model(handler_args *a)
     cJSON_AddNumberToObject(r, "latent", a->mc->latent);
     cJSON_AddNumberToObject(r, "experts", a->mc->n_experts);
     cJSON_AddNumberToObject(r, "top_k", a->mc->top_k);
-    cJSON_AddNumberToObject(r, "parameters", (double)conn->n_params);
+    cJSON_AddNumberToObject(r, "parameters", (double)amc_connector_param_count(conn));
     cJSON_AddStringToObject(r, "fingerprint", fp);
     cJSON_AddNumberToObject(r, "format_version", AMC_FORMAT_VERSION);
     cJSON_AddStringToObject(r, "version", ALTMOE_VERSION);

@@ -10,6 +10,8 @@
 #include "server/metrics.h"
 
 #define AMA_BATCH_MAX_POINTS 10000     /* items of one upsert, queries of one batch search */
+#define AMA_BATCH_MAX_HITS 100000      /* queries x k of one batch search, which bounds the
+                                          memory of its response */
 
 /* A request failure on its way to an error envelope. */
 typedef struct ama_fail_ {

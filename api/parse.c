@@ -457,6 +457,10 @@ int ama_parse_search_(const amc_config *mc, const cJSON *root, int batch, long m
     if (count < 1 || count > AMA_BATCH_MAX_POINTS)
         return ama_fail_set_(f, 400, "invalid_field", "field 'queries' must be an array of 1 "
                              "to %d queries", AMA_BATCH_MAX_POINTS);
+    if ((long)count * out->k > AMA_BATCH_MAX_HITS)
+        return ama_fail_set_(f, 400, "k_out_of_range", "%d queries x k = %ld asks for more than "
+                             "%d results in one batch; lower k or split the batch", count,
+                             out->k, AMA_BATCH_MAX_HITS);
     out->queries = AMC_CALLOC((size_t)count, sizeof *out->queries);
     if (out->queries == NULL)
         return ama_fail_set_(f, 503, "out_of_memory", "out of memory for 'queries'");

@@ -107,7 +107,7 @@ static void train_usage(FILE *out)
             "  --val-fraction F      share of --data held out for validation (default 0.1)\n"
             "  --preprocess P        none (default) or center_l2: subtract the training mean,\n"
             "                        then L2-normalise each vector; the means are stored in the\n"
-            "                        model and applied by eval and project, not yet by serve\n"
+            "                        model and applied by serve, eval and project\n"
             "schedule:\n"
             "  --schedule S          alternating (default: one direction per step, round\n"
             "                        robin), joint (all directions every step) or single\n"
@@ -388,7 +388,7 @@ static int run_train(train_args *a)
         goto done;
     }
     printf("training %zu parameters on %d pairs (validation %d), schedule %s, %d epochs of "
-           "%d steps\n", conn->n_params, train.rows, val.rows,
+           "%d steps\n", amc_connector_param_count(conn), train.rows, val.rows,
            amc_schedule_name(a->opts.schedule), a->opts.epochs,
            train.rows / (a->opts.batch < train.rows ? a->opts.batch : train.rows));
     fflush(stdout);

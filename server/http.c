@@ -56,7 +56,7 @@ typedef struct req_state {
     ams_http *http;
     char req_id[REQ_ID_MAX + 1];
     char method[16];
-    char path[256];                  /* truncated copy for the access log */
+    char path[1024];                 /* the request path; longer paths get 414 */
     ama_route route;
     int route_ok;
     double started;                  /* CLOCK_MONOTONIC seconds */

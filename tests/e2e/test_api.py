@@ -16,6 +16,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import urllib.parse
 import time
 
 import pytest
@@ -802,3 +803,29 @@ def test_ids_must_be_utf8_without_nul(server):
     assert "UTF-8" in res["errors"][1]["reason"]
     assert "NUL" in res["errors"][2]["reason"]
     ok(server.request("DELETE", "/v1/collections/idcheck"))
+
+
+def test_batch_search_hit_cap():
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(tmp, extra_args=("--max-body", "4000000"))
+        try:
+            ok(srv.request("POST", "/v1/collections", {"name": "cap"}))
+            queries = [{"modality": "text", "embedding": vec(TEXT_DIM, i)} for i in range(2001)]
+            status, _, doc = srv.request("POST", "/v1/collections/cap/search/batch",
+                                         {"queries": queries, "target": "image", "k": MAX_K})
+            assert status == 400
+            assert doc["error"]["code"] == "k_out_of_range"
+            assert "100000" in doc["error"]["message"]
+        finally:
+            assert srv.stop() == 0
+
+
+def test_longest_id_round_trips(server):
+    ok(server.request("POST", "/v1/collections", {"name": "longids", "modalities": ["text"]}))
+    ident = "\u4e2d" * 85   # 255 bytes of UTF-8, 765 bytes once percent-encoded
+    ok(server.request("PUT", "/v1/collections/longids/points",
+                      {"points": [{"id": ident, "modality": "text", "embedding": vec(TEXT_DIM, 3)}]}))
+    path = "/v1/collections/longids/points/" + urllib.parse.quote(ident)
+    assert ok(server.request("GET", path))["id"] == ident
+    ok(server.request("DELETE", path))
+    ok(server.request("DELETE", "/v1/collections/longids"))
