@@ -735,6 +735,7 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
     amc_error err;
     double t0 = ama_now_s_();
     amc_status s = amc_model_load_for_inference(ctx->cfg.model, &fresh, NULL, &err);
+    int load_failed = s != AMC_OK;
     if (s == AMC_OK)
         s = ami_store_reload(ctx->store, fresh, &err);
     if (s != AMC_OK) {
@@ -745,6 +746,10 @@ static int handle_reload(ama_ctx *ctx, ama_fail_ *f, cJSON **result)
         AMS_LOG(AMS_LOG_ERROR, "model_reload_failed", "model=%s error=%s",
                 ams_log_quote(qpath, sizeof qpath, ctx->cfg.model),
                 ams_log_quote(qerr, sizeof qerr, err.msg));
+        /* The configured file is at fault, not the request: a server-side error. */
+        if (load_failed)
+            return ama_fail_set_(f, 500, "model_load_failed", "%s; the previous model stays in "
+                                 "service", err.msg);
         return ama_fail_from_status_(f, s, &err);
     }
 

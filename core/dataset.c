@@ -54,11 +54,12 @@ amc_status amc_pairs_from_npy(amc_pairs *out, const amc_config *cfg, const char 
                                  mod->name, (long long)d, mod->dim);
         }
         if (m > 0 && a->shape[0] != out->rows) {
+            int rows = out->rows; /* read before amc_pairs_free() empties out */
             amc_pairs_free(out);
             return amc_error_set(err, AMC_EINVAL,
                                  "data for '%s' has %lld rows but '%s' has %d; rows must be "
                                  "aligned pairs", mod->name, (long long)a->shape[0],
-                                 cfg->modalities[0].name, out->rows);
+                                 cfg->modalities[0].name, rows);
         }
         if (a->shape[0] < 1 || a->shape[0] > INT32_MAX / 2) {
             amc_pairs_free(out);

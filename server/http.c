@@ -180,7 +180,9 @@ static enum MHD_Result send_preflight(struct MHD_Connection *conn, req_state *rs
 static enum MHD_Result send_response(struct MHD_Connection *conn, req_state *rs,
                                      ama_response *resp, const char *allow)
 {
-    if (resp->status >= 500) {
+    /* A 503 from /readyz is the answer to the question asked, not a failure. */
+    int not_ready = rs->route_ok && rs->route.id == AMA_ROUTE_READYZ;
+    if (resp->status >= 500 && !not_ready) {
         char quoted[700];
         AMS_LOG_LIMITED(AMS_LOG_ERROR, "request_failed", "req_id=%s route=%s status=%d body=%s",
                         rs->req_id, rs->route_ok ? rs->route.name : "-", resp->status,

@@ -829,3 +829,22 @@ def test_longest_id_round_trips(server):
     assert ok(server.request("GET", path))["id"] == ident
     ok(server.request("DELETE", path))
     ok(server.request("DELETE", "/v1/collections/longids"))
+
+
+def test_reload_missing_model_keeps_old():
+    with tempfile.TemporaryDirectory() as tmp:
+        srv = Server(tmp)
+        try:
+            ok(srv.request("POST", "/v1/collections", {"name": "keep", "modalities": ["image"]}))
+            ok(srv.request("PUT", "/v1/collections/keep/points", {"points": [
+                {"id": "a", "modality": "image", "embedding": vec(IMAGE_DIM, 1)}]}))
+            os.rename(srv.model, srv.model + ".moved")
+            status, _, doc = srv.admin("POST", "/admin/v1/model/reload")
+            assert status == 500
+            assert doc["error"]["code"] == "model_load_failed"
+            assert "previous model stays" in doc["error"]["message"]
+            hits = ok(srv.request("POST", "/v1/collections/keep/search", {
+                "modality": "text", "embedding": vec(TEXT_DIM, 2), "target": "image", "k": 1}))["hits"]
+            assert [h["id"] for h in hits] == ["a"]
+        finally:
+            assert srv.stop() == 0
