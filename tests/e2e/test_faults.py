@@ -221,7 +221,9 @@ def run_once(base, kind, n):
         try:
             lost = cs.verify(again, ledger, all_ids(), random.Random(n + 1), stats(), COLL)
         finally:
-            assert again.stop() == 0
+            status = again.stop()
+            assert status == 0, "kind %s at %d: the reopened server exited with %d; log:\n%s" % (
+                kind, n, status, read_log(again)[-4000:])
         assert lost == 0, "kind %s at %d lost acknowledged writes" % (kind, n)
         return fired
     finally:
