@@ -44,6 +44,7 @@ struct ams_http {
     pthread_cond_t idle;
     int in_flight;
     atomic_ulong next_id;
+    atomic_int closing;              /* set by ams_http_quiesce(): new requests get 503 */
     unsigned long id_salt;
     ams_metric *m_requests, *m_duration, *m_errors, *m_in_flight, *m_body_bytes;
 };
@@ -204,6 +205,8 @@ static enum MHD_Result send_response(struct MHD_Connection *conn, req_state *rs,
     if (resp->status == 401)
         MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"altmoe\"");
     add_cors_headers(r, rs);
+    if (atomic_load(&rs->http->closing))
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
     rs->status = resp->status;
     rs->error_code = resp->error_code;
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned int)resp->status, r);
@@ -465,6 +468,12 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         http->in_flight++;
         pthread_mutex_unlock(&http->lock);
         int cors_denied = note_cors_origin(http, conn, rs);
+        if (atomic_load(&http->closing)) {
+            ama_response resp;
+            ama_error_response(&resp, 503, "busy", "the server is shutting down; retry on "
+                               "another instance");
+            return send_response(conn, rs, &resp, NULL);
+        }
         if (strlen(url) >= sizeof rs->path) {
             ama_response resp;
             ama_error_response(&resp, 414, "uri_too_long", "request path is longer than %zu "
@@ -653,10 +662,13 @@ amc_status ams_http_start(ams_http **out, const amcfg_config *cfg, ama_ctx *api,
 
 void ams_http_quiesce(ams_http *http)
 {
-    if (http == NULL || http->daemon == NULL)
-        return;
-    MHD_socket fd = MHD_quiesce_daemon(http->daemon);
-    (void)fd; /* the daemon still owns the listening socket and closes it on stop */
+    /* MHD_quiesce_daemon() is not used: with a thread pool and epoll it races the worker
+     * threads over the listening socket, and libmicrohttpd 0.9.75 then aborts the process
+     * ("Failed to remove listen FD from epoll set"), seen during a SIGTERM in the fault
+     * tests. New connections are still accepted until ams_http_stop(), but every new request
+     * gets 503 busy and every response closes its connection. */
+    if (http != NULL)
+        atomic_store(&http->closing, 1);
 }
 
 int ams_http_wait_idle(ams_http *http, long timeout_ms)

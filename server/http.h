@@ -16,7 +16,8 @@ typedef struct ams_http ams_http;
 amc_status ams_http_start(ams_http **out, const amcfg_config *cfg, ama_ctx *api,
                           amc_error *err);
 
-/* Stops accepting new connections; requests already received continue. */
+/* Starts the shutdown: requests already received continue, new requests get 503 busy, and
+ * every response closes its connection. */
 void ams_http_quiesce(ams_http *http);
 
 /* Waits until no request is in flight or timeout_ms passes; returns the number of requests
