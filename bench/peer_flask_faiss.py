@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """A clip-back-style peer for bench/peers.sh: Flask + faiss IndexFlatIP on loopback.
 
-clip-back (rom1504/clip-retrieval) serves precomputed, L2-normalised CLIP embeddings from a
-faiss index behind Flask; each request encodes the query with the model, normalises it and
-calls index.search. This peer does the same with altmoe's connector in the place of CLIP:
+clip-back (the `clip back` part of github.com/rom1504/clip-retrieval, see its README) serves
+precomputed CLIP embeddings from a brute-force faiss index behind a Flask service. Each request
+encodes the query with the CLIP model, normalises it and searches the index. This peer does the
+same with altmoe's connector in the place of CLIP:
 
 - stored vectors: the rows of STORED.npy, which bench/peers.sh writes with
   `altmoe project --space target` (the same unit vectors altmoe's Flat index holds), added to a
@@ -29,14 +30,14 @@ import connector_ref as ref  # noqa: E402
 
 
 class Connector:
-    """The connector's contrastive query projection, with its tensors read once."""
+    """Contrastive query projection of a connector whose tensors are read once at start."""
 
     def __init__(self, model_path):
         self.tensors, metadata = ref.load_safetensors(model_path)
         self.config = json.loads(metadata["config"])
 
     def query(self, source, target, x):
-        """Projects one pooled embedding x [d] of modality source; returns float32 [1, D]."""
+        """Project one pooled embedding x [d] of modality source and return float32 [1, D]."""
         t = self.tensors
         prefix = f"directions.{source}.{target}"
         tokens = np.asarray(x, dtype=np.float64)[None, :] + t[prefix + ".dir_emb"]

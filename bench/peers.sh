@@ -2,8 +2,8 @@
 # altmoe against a clip-back-style peer (Flask + faiss IndexFlatIP, bench/peer_flask_faiss.py)
 # on loopback: the same connector, the same stored vectors (the openclipart sample's 1,000 test
 # images in the shared space), the same text -> image search body. wrk measures saturated
-# requests/s and p50/p99 of each server in turn; the script prints both and their ratio, and
-# checks that both servers return the same top-10 ids. Everything binds 127.0.0.1 and stops when
+# requests/s and p50/p99 of each server in turn. The script prints both and their ratio, and
+# counts how many top-10 ids the two servers have in common for the query. Everything binds 127.0.0.1 and stops when
 # the script exits. Needs wrk, python3-flask, python3-faiss and python3-scipy (Debian).
 #
 # Tunables: BENCH_PEER_SECONDS (wrk duration per server, default 10), BENCH_THREADS (altmoe
@@ -30,7 +30,7 @@ free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0));
 wait_up() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$1/healthz" >/dev/null && return 0; sleep 0.1; done; return 1; }
 
 # The demo's connector shape (text 100-d, image 480-d, H = D = 256, E = 12, k = 4) with seeded
-# random weights: the work per request does not depend on the weights' values.
+# random weights, because the work per request does not depend on the weights' values.
 cat >"$WORK/connector.json" <<JSON
 {"modalities": [{"name": "text", "dim": 100}, {"name": "image", "dim": 480}],
  "hidden": 256, "latent": 256, "experts": 12, "top_k": 4}
@@ -93,8 +93,8 @@ curl -sf -X POST "http://127.0.0.1:$A_PORT/admin/v1/collections/peers/ingest?mod
     -H 'Authorization: Bearer bench' -H 'Content-Type: application/octet-stream' \
     --data-binary @"$WORK/images.f32" >/dev/null
 
-# One OpenMP thread for faiss: with 1,000 vectors and one query per call, a team of threads
-# per search only adds overhead on a 2-core machine.
+# One OpenMP thread for faiss, since with 1,000 vectors and one query per call a team of
+# threads per search would only add overhead on a 2-core machine (the servers share 2 cores).
 F_PORT=$(free_port)
 OMP_NUM_THREADS=1 $PY bench/peer_flask_faiss.py "$WORK/model.safetensors" "$WORK/stored.npy" \
     "$WORK/ids.txt" "$F_PORT" 2>"$WORK/flask.log" &
