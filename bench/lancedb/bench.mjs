@@ -46,7 +46,7 @@ function randomUnit(count, next) {
     return out;
 }
 
-// Runs every query once and returns {qps, ids}; configure sets the query's search options.
+// Runs every query once and returns {qps, ids}. configure sets the search options of a query.
 async function searchAll(table, queries, configure) {
     const ids = [];
     const start = process.hrtime.bigint();
