@@ -169,7 +169,12 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	$(CC) $(CFLAGS) -o $@.o -c $<
 	$(CXX) $(LDFLAGS) -o $@ $@.o $(LIB) $(LDLIBS)
 
+# wrk drives the HTTP benchmarks, and Flask, faiss and SciPy run the peer of bench/peers.sh.
+# They are installed here only, not by `make deps`.
+BENCH_DEB_PKGS := wrk python3-flask python3-faiss python3-scipy
+
 bench: all
+	@$(MAKE) --no-print-directory DEB_PKGS="$(BENCH_DEB_PKGS)" deps
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	bench/run
 
