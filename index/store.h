@@ -25,7 +25,7 @@
  * Spaces. In a "contrastive" collection (the default) a stored item of modality m is indexed as
  * amc_connector_project(AMC_SPACE_TARGET, m): D dims, L2-normalised. A query of modality s for
  * items of modality t is projected with AMC_SPACE_CONTRASTIVE for direction s->t (or with
- * AMC_SPACE_TARGET when s == t). In a "predictive" collection the index holds the raw target
+ * AMC_SPACE_TARGET when s == t). In a "predictive" collection the index contains the raw target
  * embeddings (mean over tokens) L2-normalised, and a query is projected with
  * AMC_SPACE_PREDICTIVE for s->t and then normalised (or only normalised when s == t). Scores are
  * inner products, so 1 is the best possible score.
@@ -86,7 +86,7 @@ typedef struct ami_store_options {
  * On success *out is the store, which the caller frees with ami_store_close(). One process at
  * a time may open a directory (an flock() on <dir>/LOCK). Fails with AMC_EINVAL when a stored
  * collection names a modality conn lacks, AMC_EIO when dir cannot be opened, AMC_EBUSY when
- * another process (or another open store in this one) holds the directory. */
+ * another process (or another open store in this one) has the directory locked. */
 amc_status ami_store_open(ami_store **out, const char *dir, const amc_connector *conn,
                           const ami_store_options *opts, amc_error *err);
 

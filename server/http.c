@@ -152,7 +152,7 @@ static void add_cors_headers(struct MHD_Response *r, const req_state *rs)
     MHD_add_response_header(r, "Vary", "Origin");
 }
 
-/* Answers a CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with the allowed
+/* Responds to a CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with the allowed
  * methods and headers for a listed origin, 403 for any other. */
 static enum MHD_Result send_preflight(struct MHD_Connection *conn, req_state *rs, int denied)
 {

@@ -110,7 +110,8 @@ def test_restore_rejects_non_empty_dir(backed_up, workdir):
         f.write("live data")
     result = subprocess.run([RESTORE, backed_up["backup"], target], capture_output=True,
                             text=True)
-    assert result.returncode == 1 and "not empty" in result.stderr
+    assert result.returncode == 1
+    assert "not empty" in result.stderr
     assert os.listdir(target) == ["keep"]
 
 
@@ -133,7 +134,8 @@ def test_restored_server_has_the_points(backed_up, workdir):
             hits = srv.ok("POST", "/v1/collections/docs/search",
                           {"modality": "image", "embedding": vec(IMAGE_DIM, 1000 + i),
                            "target": "image", "k": 1})["hits"]
-            assert hits[0]["id"] == "p%d" % i and abs(hits[0]["score"] - 1) < 1e-4
+            assert hits[0]["id"] == "p%d" % i
+            assert abs(hits[0]["score"] - 1) < 1e-4
 
         # The copy is one transaction: the writer's points form an unbroken prefix that holds
         # at least what was acknowledged before the backup began.
